@@ -22,8 +22,7 @@ const NO_PREALLOC: u32 = 1;
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map(name = "ENF_ENDPOINTS")]
-pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> =
-    HashMap::pinned(capacity::ENDPOINTS, 0);
+pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(capacity::ENDPOINTS, 0);
 
 #[map(name = "ENF_IPCACHE")]
 pub static IPCACHE: LpmTrie<LpmAddr, IpInfo> = LpmTrie::pinned(capacity::IPCACHE, 0);
@@ -32,8 +31,7 @@ pub static IPCACHE: LpmTrie<LpmAddr, IpInfo> = LpmTrie::pinned(capacity::IPCACHE
 pub static DENYLIST: LpmTrie<LpmAddr, DenyInfo> = LpmTrie::pinned(capacity::DENYLIST, 0);
 
 #[map(name = "ENF_POLICY")]
-pub static POLICY: HashMap<PolicyKey, PolicyValue> =
-    HashMap::pinned(capacity::POLICY, NO_PREALLOC);
+pub static POLICY: HashMap<PolicyKey, PolicyValue> = HashMap::pinned(capacity::POLICY, NO_PREALLOC);
 
 #[map(name = "ENF_CT")]
 pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(capacity::CT, 0);

@@ -99,7 +99,11 @@ fn classify(ctx: &TcContext, cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir:
     if pkt.proto == proto::ICMPV6 && (133..=137).contains(&pkt.icmp_type) {
         return Reason::AllowInfra;
     }
-    let peer = if dir == direction::EGRESS { pkt.dst } else { pkt.src };
+    let peer = if dir == direction::EGRESS {
+        pkt.dst
+    } else {
+        pkt.src
+    };
     let epoch = cfg.active_epoch;
 
     let lpm = Key::new(FULL_PREFIX, LpmAddr { epoch, addr: peer });
@@ -174,18 +178,18 @@ fn conntrack(
         proto: fwd.proto,
         _pad: [0; 3],
     };
-    let (key, ptr, orig_port) = if let Some(p) = CT.get_ptr_mut(fwd) {
-        (fwd, p, port)
-    } else if let Some(p) = CT.get_ptr_mut(&rev) {
-        // A reply: the connection's destination port is this packet's source port.
-        let orig = if fwd.proto == proto::TCP || fwd.proto == proto::UDP {
-            fwd.sport
-        } else {
-            0
-        };
-        (&rev, p, orig)
-    } else {
-        return None;
+    let (key, ptr, orig_port) = match CT.get_ptr_mut(fwd) {
+        Some(p) => (fwd, p, port),
+        None => {
+            let p = CT.get_ptr_mut(&rev)?;
+            // A reply: the connection's destination port is this packet's source port.
+            let orig = if fwd.proto == proto::TCP || fwd.proto == proto::UDP {
+                fwd.sport
+            } else {
+                0
+            };
+            (&rev, p, orig)
+        }
     };
     // SAFETY: pointer from a successful lookup in an LRU hash; we read and write
     // plain integers of a value the kernel keeps alive for this program run.
@@ -214,7 +218,14 @@ fn conntrack(
 
 /// Policy for a new connection from/to `peer` on `port`.
 #[inline(always)]
-fn evaluate(ep: &EndpointInfo, dir: u8, peer: &[u8; 16], proto: u8, port: u16, epoch: u32) -> Reason {
+fn evaluate(
+    ep: &EndpointInfo,
+    dir: u8,
+    peer: &[u8; 16],
+    proto: u8,
+    port: u16,
+    epoch: u32,
+) -> Reason {
     if !ep.enforced(dir) {
         return Reason::AllowNotSelected;
     }

@@ -1,0 +1,270 @@
+//! The agent: owns the dataplane, turns files into kernel state, reloads on change.
+//!
+//! Reload sources: SIGHUP, a change of the policy or inventory file (polled: works
+//! for Kubernetes ConfigMap volumes, which swap a symlink), and `enforcer policy
+//! apply` through the API. Every reload parses, validates and compiles first; only a
+//! good result reaches the kernel, and it does so atomically. A bad file is reported
+//! (log, status, API answer) and the last good policy keeps being enforced.
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::AgentConfig,
+    dataplane::{ApplyReport, Dataplane, DataplaneError},
+    inventory::{Inventory, InventoryError},
+    policy::{self, CompileError, PolicyError, PolicyFile, compiled::Compiled},
+    status::{self, PolicyStatus, Status, WorkloadStatus},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("control socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another agent is already serving {path}; stop it or choose another --instance")]
+    AlreadyRunning { path: PathBuf },
+}
+
+/// Change detection for a watched file: content, not mtime (ConfigMap updates swap
+/// symlinks and may keep timestamps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp(Option<Vec<u8>>);
+
+fn stamp(path: &Path) -> Stamp {
+    Stamp(std::fs::read(path).ok())
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    dataplane: Dataplane,
+    policy_path: PathBuf,
+    inventory: Inventory,
+    compiled: Compiled,
+    last: ApplyReport,
+    applied_at: Option<SystemTime>,
+    last_error: Option<(String, SystemTime)>,
+    stamps: (Stamp, Stamp),
+}
+
+impl Agent {
+    /// Loads files, opens (or adopts) the pinned dataplane and applies the policy.
+    /// A bad file at start is an error: nothing in the kernel changes, and whatever
+    /// an earlier agent pinned keeps being enforced.
+    pub fn start(cfg: AgentConfig) -> Result<Self, AgentError> {
+        let inventory = Inventory::load(&cfg.inventory)?;
+        let file = PolicyFile::load(&cfg.policy)?;
+        let compiled = policy::compile(&file, &inventory)?;
+        let mut dataplane = Dataplane::open(&cfg.paths.pin_dir)?;
+        let adopted = dataplane.config()?.generation;
+        if adopted != 0 {
+            info!(
+                generation = adopted,
+                pin_dir = %cfg.paths.pin_dir.display(),
+                "adopting pinned dataplane state from an earlier agent"
+            );
+        }
+        let last = dataplane.apply(&compiled)?;
+        let stamps = (stamp(&cfg.policy), stamp(&cfg.inventory));
+        Ok(Self {
+            policy_path: cfg.policy.clone(),
+            cfg,
+            dataplane,
+            inventory,
+            compiled,
+            last,
+            applied_at: Some(SystemTime::now()),
+            last_error: None,
+            stamps,
+        })
+    }
+
+    /// Re-reads inventory and policy (from `policy_path` when given, which then
+    /// becomes the watched policy file) and applies them.
+    pub fn reload(
+        &mut self,
+        policy_path: Option<&Path>,
+        why: &str,
+    ) -> Result<ApplyReport, AgentError> {
+        let path = policy_path.unwrap_or(&self.policy_path).to_path_buf();
+        let result = (|| {
+            let inventory = Inventory::load(&self.cfg.inventory)?;
+            let file = PolicyFile::load(&path)?;
+            let compiled = policy::compile(&file, &inventory)?;
+            let report = self.dataplane.apply(&compiled)?;
+            Ok::<_, AgentError>((inventory, compiled, report))
+        })();
+        match result {
+            Ok((inventory, compiled, report)) => {
+                info!(
+                    event = "policy_applied",
+                    reason = why,
+                    file = %path.display(),
+                    generation = report.generation,
+                    rules = compiled.rules.len(),
+                    "policy change applied"
+                );
+                self.inventory = inventory;
+                self.compiled = compiled;
+                self.last = report.clone();
+                self.applied_at = Some(SystemTime::now());
+                self.last_error = None;
+                self.policy_path = path;
+                self.stamps = (stamp(&self.policy_path), stamp(&self.cfg.inventory));
+                Ok(report)
+            }
+            Err(e) => {
+                error!(
+                    event = "policy_rejected",
+                    reason = why,
+                    file = %path.display(),
+                    error = %e,
+                    generation = self.last.generation,
+                    "policy change rejected; the previous policy stays in force"
+                );
+                self.last_error = Some((e.to_string(), SystemTime::now()));
+                // Remember what we saw so an unchanged bad file is not retried forever.
+                if policy_path.is_none() {
+                    self.stamps = (stamp(&self.policy_path), stamp(&self.cfg.inventory));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn files_changed(&self) -> bool {
+        (stamp(&self.policy_path), stamp(&self.cfg.inventory)) != self.stamps
+    }
+
+    pub fn status(&self) -> Status {
+        let counters = self.dataplane.counters().unwrap_or_else(|e| {
+            warn!(error = %e, "reading counters");
+            Vec::new()
+        });
+        let links = self.dataplane.links();
+        let cfg = self.dataplane.config().unwrap_or_default();
+        let workloads = self
+            .compiled
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let ifindex = nix::net::if_::if_nametoindex(ep.interface.as_str()).ok();
+                let (ingress, egress) = status::direction_counters(&counters, ifindex, ep.flags);
+                WorkloadStatus {
+                    name: ep.workload.clone(),
+                    interface: ep.interface.clone(),
+                    ifindex,
+                    identity: ep.identity,
+                    mode: status::mode_name(ep.mode).into(),
+                    attached: links
+                        .iter()
+                        .filter(|l| l.interface == ep.interface)
+                        .map(|l| l.hook.to_owned())
+                        .collect(),
+                    ingress,
+                    egress,
+                }
+            })
+            .collect();
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            instance: self.cfg.paths.instance.clone(),
+            pin_dir: self.cfg.paths.pin_dir.display().to_string(),
+            netns: self.cfg.netns.clone(),
+            policy: PolicyStatus {
+                file: self.policy_path.display().to_string(),
+                generation: cfg.generation,
+                active_epoch: cfg.active_epoch,
+                applied_at: self.applied_at.map(fmt_time),
+                rules: self.compiled.rules.len(),
+                policy_entries: self.last.policy_entries,
+                ipcache_entries: self.last.ipcache_entries,
+                denylist_entries: self.last.denylist_entries,
+                last_error: self.last_error.as_ref().map(|(e, _)| e.clone()),
+                last_error_at: self.last_error.as_ref().map(|(_, t)| fmt_time(*t)),
+            },
+            workloads,
+            links: links.iter().map(Into::into).collect(),
+            maps: self.dataplane.maps().iter().map(Into::into).collect(),
+        }
+    }
+}
+
+fn fmt_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub type Shared = Arc<Mutex<Agent>>;
+
+/// Runs the agent until SIGTERM or SIGINT. Pinned state is left in place on exit:
+/// enforcement continues and the next agent adopts it (`enforcer cleanup` removes it).
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let socket = cfg.paths.socket.clone();
+    let poll = Duration::from_millis(cfg.poll_interval_ms.max(100));
+    let listener = crate::api::bind(&socket).await?;
+    let agent = tokio::task::spawn_blocking(move || Agent::start(cfg)).await??;
+    info!(
+        event = "agent_started",
+        socket = %socket.display(),
+        generation = agent.last.generation,
+        endpoints = agent.last.endpoints,
+        "enforcer agent running"
+    );
+    let shared: Shared = Arc::new(Mutex::new(agent));
+    let server = tokio::spawn(crate::api::serve(listener, shared.clone()));
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(poll);
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload_blocking(&shared, "sighup").await,
+            _ = tick.tick() => {
+                let changed = lock(&shared).files_changed();
+                if changed {
+                    reload_blocking(&shared, "file_changed").await;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    server.abort();
+    let _ = std::fs::remove_file(&socket);
+    info!(
+        event = "agent_stopped",
+        "enforcer agent stopping; pinned enforcement stays in place"
+    );
+    Ok(())
+}
+
+async fn reload_blocking(shared: &Shared, why: &'static str) {
+    let s = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = lock(&s).reload(None, why);
+    })
+    .await;
+}
+
+/// A poisoned lock only means a panic elsewhere; the state itself stays consistent
+/// (every mutation is a whole-value replace), so keep serving.
+pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Agent> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}

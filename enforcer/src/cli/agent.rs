@@ -1,0 +1,103 @@
+//! `enforcer agent`: run the per-host agent.
+use std::path::PathBuf;
+
+use crate::{
+    config::{AgentConfig, ConfigFile},
+    logging,
+};
+
+/// Run the agent: load the policy and inventory, attach to every workload
+/// interface, enforce, and serve the control socket. Runs until SIGTERM/SIGINT;
+/// enforcement stays pinned in the kernel after it exits (see `enforcer cleanup`).
+/// SIGHUP, or a change to either file, reloads; a bad file is rejected and the last
+/// good policy stays in force.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Agent config file (YAML); flags override its fields.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Workload inventory file (YAML): names, labels, interfaces, addresses.
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
+    /// Policy file (YAML); see docs/policy.md.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Network namespace to join first (name under /run/netns, or a path). The
+    /// agent joins it itself so /sys/fs/bpf stays visible.
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// Pin directory on bpffs (default /sys/fs/bpf/enforcer/<instance>).
+    #[arg(long)]
+    pub pin_dir: Option<PathBuf>,
+    /// Milliseconds between checks of the policy and inventory files [default: 2000].
+    #[arg(long)]
+    pub poll_interval_ms: Option<u64>,
+}
+
+pub fn execute(cli: &super::Cli, a: &Args) -> u8 {
+    let file = match &a.config {
+        Some(p) => match ConfigFile::load(p) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return super::EXIT_REJECTED;
+            }
+        },
+        None => ConfigFile::default(),
+    };
+    let instance_flag = (cli.instance != crate::paths::DEFAULT_INSTANCE || file.instance.is_none())
+        .then(|| cli.instance.clone());
+    let flags = ConfigFile {
+        instance: instance_flag,
+        inventory: a.inventory.clone(),
+        policy: a.policy.clone(),
+        netns: a.netns.clone(),
+        pin_dir: a.pin_dir.clone(),
+        socket: cli.socket.clone(),
+        log_format: (cli.log_format != logging::LogFormat::Text).then_some(cli.log_format),
+        poll_interval_ms: a.poll_interval_ms,
+    };
+    let cfg = match AgentConfig::resolve(file, flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    logging::init(cfg.log_format, "info", true);
+    // Before any thread exists, so every thread lives in the namespace.
+    if let Some(ns) = &cfg.netns
+        && let Err(e) = crate::netns::enter(ns)
+    {
+        tracing::error!(error = %e, "cannot enter network namespace");
+        return 1;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return 1;
+        }
+    };
+    match rt.block_on(crate::agent::run(cfg)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "agent failed");
+            let rejected = e
+                .downcast_ref::<crate::agent::AgentError>()
+                .is_some_and(|a| {
+                    matches!(
+                        a,
+                        crate::agent::AgentError::Policy(_)
+                            | crate::agent::AgentError::Inventory(_)
+                            | crate::agent::AgentError::Compile(_)
+                    )
+                });
+            if rejected { super::EXIT_REJECTED } else { 1 }
+        }
+    }
+}
