@@ -94,9 +94,14 @@ fn classify(ctx: &TcContext, cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir:
             };
         }
     };
-    // IPv6 neighbour discovery (RS, RA, NS, NA, redirect) is what makes IPv6 work at
-    // all; it never leaves the link.
-    if pkt.proto == proto::ICMPV6 && (133..=137).contains(&pkt.icmp_type) {
+    // IPv6 neighbour discovery (RS, RA, NS, NA, redirect: 133-137) and multicast
+    // listener discovery (MLD queries and reports: 130-132, 143) are what make IPv6
+    // work on a link at all; routers never forward them.
+    if pkt.proto == proto::ICMPV6
+        && ((133..=137).contains(&pkt.icmp_type)
+            || (130..=132).contains(&pkt.icmp_type)
+            || pkt.icmp_type == 143)
+    {
         return Reason::AllowInfra;
     }
     let peer = if dir == direction::EGRESS {

@@ -420,6 +420,18 @@ fn ipv6_policy_and_neighbour_discovery() {
         &ipv6(v6(0x99), v6(0x10), ICMPV6, &icmp_echo(128, 7)),
         Reason::AllowPolicy,
     );
+    // MLDv2 report: link infrastructure too.
+    f.expect(
+        Hook::FromWorkload,
+        &ipv6(v6(0x10), v6(0x16), ICMPV6, &[143, 0, 0, 0, 0, 0, 0, 0]),
+        Reason::AllowInfra,
+    );
+    // Other ICMPv6 (destination unreachable) is policy's business.
+    f.expect(
+        Hook::FromWorkload,
+        &ipv6(v6(0x10), v6(0x99), ICMPV6, &[1, 4, 0, 0, 0, 0, 0, 0]),
+        Reason::DropPortNotDeclared,
+    );
     // Extension headers are walked: hop-by-hop (8 bytes) then TCP.
     let mut hbh = vec![TCP, 0, 1, 4, 0, 0, 0, 0];
     hbh.extend_from_slice(&tcp(40001, 22, SYN));

@@ -1,8 +1,10 @@
 //! `cargo xtask`: developer tasks for the enforcer workspace. One module per subcommand; this
 //! file only parses arguments.
 
+mod demo;
 mod lab;
 mod setup;
+mod test;
 
 use std::process::ExitCode;
 
@@ -24,12 +26,20 @@ enum Command {
     /// Make, remove or show a persistent lab (network namespaces standing in for a host with
     /// workloads) from a spec file such as deploy/lab/demo.yaml.
     Lab(lab::Args),
+    /// Run every check CI runs: format, clippy (userspace and eBPF), unit tests and,
+    /// as root, the end-to-end tests in their own labs.
+    Test(test::Args),
+    /// Build, make the demo lab, run the agent with the demo policy, show allowed and
+    /// blocked traffic and `enforcer status`, then tear everything down.
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Setup(args) => setup::execute(&args),
         Command::Lab(args) => lab::execute(&args),
+        Command::Test(args) => test::execute(&args),
+        Command::Demo(args) => demo::execute(&args),
     };
     // The error and its causes on one line, without anyhow's backtrace (RUST_BACKTRACE is
     // often set here, and the trace says nothing an operator can act on).

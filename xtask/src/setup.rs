@@ -430,7 +430,7 @@ impl Setup {
 }
 
 /// The workspace root: xtask lives in `<root>/xtask`.
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = dir.parent().unwrap_or(dir);
     root.canonicalize().unwrap_or_else(|_| root.to_owned())
