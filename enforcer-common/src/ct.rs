@@ -27,11 +27,15 @@ pub struct CtValue {
     pub last_seen_ns: u64,
     /// Policy generation the connection was last checked against.
     pub generation: u32,
+    /// Identity of the peer when the connection was allowed (for flow accounting).
+    pub peer_id: u32,
+    /// Rule that allowed it (0 when no policy selected the workload).
+    pub rule: u32,
     /// Direction (relative to the workload) of the packet that created the entry.
     pub dir: u8,
     pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<CtValue>() == 16);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 24);
 
 /// Key of `ENF_FRAGS`: the fragments of one datagram whose first fragment was allowed.
 #[repr(C)]

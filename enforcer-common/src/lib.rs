@@ -10,6 +10,7 @@ pub mod config;
 pub mod counter;
 pub mod ct;
 pub mod endpoint;
+pub mod flow;
 pub mod ipcache;
 pub mod policy;
 
@@ -24,6 +25,10 @@ pub mod map_names {
     pub const CT: &str = "ENF_CT";
     pub const FRAGS: &str = "ENF_FRAGS";
     pub const COUNTERS: &str = "ENF_COUNTERS";
+    pub const FLOWS: &str = "ENF_FLOWS";
+    pub const EVENTS: &str = "ENF_EVENTS";
+    pub const EVLOSS: &str = "ENF_EVLOSS";
+    pub const EVRATE: &str = "ENF_EVRATE";
 }
 
 /// Program names in the eBPF object.
@@ -46,6 +51,7 @@ pub mod capacity {
     pub const CT: u32 = 262_144;
     pub const FRAGS: u32 = 8192;
     pub const COUNTERS: u32 = 65_536;
+    pub const FLOWS: u32 = 65_536;
 }
 
 /// Direction of traffic relative to the workload (not to the interface).
@@ -59,6 +65,7 @@ pub mod direction {
 /// IP protocol numbers used in keys.
 pub mod proto {
     pub const ICMP: u8 = 1;
+    pub const IGMP: u8 = 2;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
     pub const ICMPV6: u8 = 58;
@@ -94,6 +101,10 @@ mod tests {
             m::CT,
             m::FRAGS,
             m::COUNTERS,
+            m::FLOWS,
+            m::EVENTS,
+            m::EVLOSS,
+            m::EVRATE,
             p::TC_FROM_WORKLOAD,
             p::TC_TO_WORKLOAD,
         ] {

@@ -2,7 +2,9 @@
 //! enforcement and counters outlive an agent restart.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+    },
 };
 use enforcer_common::{
     capacity,
@@ -10,6 +12,7 @@ use enforcer_common::{
     counter::{Counter, CounterKey},
     ct::{CtKey, CtValue, FragKey},
     endpoint::{EndpointInfo, EndpointKey},
+    flow::{EVENTS_BYTES, EventLoss, FlowKey, FlowStats, RateState},
     ipcache::{DenyInfo, IpInfo, LpmAddr},
     policy::{PolicyKey, PolicyValue},
 };
@@ -42,3 +45,16 @@ pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::pinned(capacity::FRAGS,
 #[map(name = "ENF_COUNTERS")]
 pub static COUNTERS: PerCpuHashMap<CounterKey, Counter> =
     PerCpuHashMap::pinned(capacity::COUNTERS, 0);
+
+#[map(name = "ENF_FLOWS")]
+pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> =
+    LruPerCpuHashMap::pinned(capacity::FLOWS, 0);
+
+#[map(name = "ENF_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+#[map(name = "ENF_EVLOSS")]
+pub static EVLOSS: PerCpuArray<EventLoss> = PerCpuArray::pinned(1, 0);
+
+#[map(name = "ENF_EVRATE")]
+pub static EVRATE: PerCpuArray<RateState> = PerCpuArray::pinned(1, 0);

@@ -7,11 +7,15 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use enforcer_common::{
-    config::Config,
+    config::{Config, FLAG_EVENTS, FLAG_FLOWS},
     counter::{Counter, CounterKey, Reason},
     ct::{CtKey, CtValue, FragKey},
     direction,
     endpoint::{EndpointInfo, EndpointKey, MODE_ENFORCE},
+    flow::{
+        EVENT_AUDIT, EVENT_DENY, EVENT_NEW_FLOW, EventHeader, FlowEvent, FlowKey, FlowStats,
+        TOKEN_SCALE,
+    },
     identity,
     ipcache::{DENY, FULL_PREFIX, LpmAddr},
     policy::{ALLOW, PolicyKey},
@@ -19,7 +23,10 @@ use enforcer_common::{
 };
 
 use crate::{
-    maps::{CONFIG, COUNTERS, CT, DENYLIST, ENDPOINTS, FRAGS, IPCACHE, POLICY},
+    maps::{
+        CONFIG, COUNTERS, CT, DENYLIST, ENDPOINTS, EVENTS, EVLOSS, EVRATE, FLOWS, FRAGS, IPCACHE,
+        POLICY,
+    },
     parse::{Frag, Packet, ParseError, Parsed, parse},
 };
 
@@ -36,10 +43,39 @@ const FAIL_CLOSED: bool = true;
 /// cache line on busy connections.
 const CT_TOUCH_NS: u64 = 1_000_000_000;
 
+/// At most one deny/audit event per flow per CPU in this many ns.
+const FLOW_EVENT_GAP_NS: u64 = 1_000_000_000;
+
+/// Longest idle time the event token bucket credits (keeps the arithmetic in u64).
+const MAX_REFILL_NS: u64 = 10_000_000_000;
+
 enum Decision {
     /// Not a workload interface in the live epoch: no verdict, no counter.
     NotOurs,
     Verdict(Reason),
+}
+
+/// What the policy path decided for one packet, with what flow accounting needs.
+#[derive(Clone, Copy)]
+struct Outcome {
+    reason: Reason,
+    /// Rule that decided (policy rule id, deny-list entry), 0 if none.
+    rule: u32,
+    peer_id: u32,
+    /// The packet is a reply of a tracked connection.
+    reply: bool,
+}
+
+impl Outcome {
+    #[inline(always)]
+    const fn new(reason: Reason, rule: u32, peer_id: u32) -> Self {
+        Self {
+            reason,
+            rule,
+            peer_id,
+            reply: false,
+        }
+    }
 }
 
 #[inline(always)]
@@ -74,35 +110,49 @@ fn decide(ctx: &TcContext, ifindex: u32, dir: u8) -> Decision {
         return Decision::NotOurs;
     };
     let ep: EndpointInfo = *ep;
-    let reason = classify(ctx, &cfg, &ep, ifindex, dir);
-    if reason.is_drop() && ep.mode != MODE_ENFORCE {
-        return Decision::Verdict(Reason::AllowAudit);
-    }
-    Decision::Verdict(reason)
-}
-
-#[inline(always)]
-fn classify(ctx: &TcContext, cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir: u8) -> Reason {
     let pkt = match parse(ctx) {
         Ok(Parsed::Ip(p)) => p,
-        Ok(Parsed::NotIp) => return Reason::AllowInfra,
+        Ok(Parsed::NotIp) => return Decision::Verdict(Reason::AllowInfra),
         Err(ParseError::Truncated | ParseError::Malformed) => {
-            return if ep.enforced(dir) {
+            let r = if ep.enforced(dir) {
                 Reason::DropMalformed
             } else {
                 Reason::AllowNotSelected
             };
+            return Decision::Verdict(audit(r, &ep));
         }
     };
+    let mut out = classify(&cfg, &ep, ifindex, dir, &pkt);
+    out.reason = audit(out.reason, &ep);
+    if cfg.flags & FLAG_FLOWS != 0 && out.reason != Reason::AllowInfra {
+        account(&cfg, &ep, ifindex, dir, &pkt, &out, ctx.len());
+    }
+    Decision::Verdict(out.reason)
+}
+
+/// In audit and off modes a drop is only counted.
+#[inline(always)]
+fn audit(r: Reason, ep: &EndpointInfo) -> Reason {
+    if r.is_drop() && ep.mode != MODE_ENFORCE {
+        Reason::AllowAudit
+    } else {
+        r
+    }
+}
+
+#[inline(always)]
+fn classify(cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir: u8, pkt: &Packet) -> Outcome {
     // IPv6 neighbour discovery (RS, RA, NS, NA, redirect: 133-137) and multicast
     // listener discovery (MLD queries and reports: 130-132, 143) are what make IPv6
     // work on a link at all; routers never forward them.
-    if pkt.proto == proto::ICMPV6
+    // IGMP is the IPv4 counterpart of MLD (the bridge's multicast querier sends it).
+    if (pkt.proto == proto::ICMPV6
         && ((133..=137).contains(&pkt.icmp_type)
             || (130..=132).contains(&pkt.icmp_type)
-            || pkt.icmp_type == 143)
+            || pkt.icmp_type == 143))
+        || pkt.proto == proto::IGMP
     {
-        return Reason::AllowInfra;
+        return Outcome::new(Reason::AllowInfra, 0, 0);
     }
     let peer = if dir == direction::EGRESS {
         pkt.dst
@@ -115,22 +165,23 @@ fn classify(ctx: &TcContext, cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir:
     if let Some(d) = DENYLIST.get(&lpm)
         && d.action == DENY
     {
-        return Reason::DropCidrDenied;
+        return Outcome::new(Reason::DropCidrDenied, d.rule, identity::WORLD);
     }
 
     if pkt.frag == Frag::Later {
-        let fk = frag_key(ifindex, dir, &pkt);
+        let fk = frag_key(ifindex, dir, pkt);
         // SAFETY: value is a plain u32 copied out immediately.
-        return if unsafe { FRAGS.get(&fk) }.is_some() {
+        let r = if unsafe { FRAGS.get(&fk) }.is_some() {
             Reason::AllowEstablished
         } else if ep.enforced(dir) {
             Reason::DropFragment
         } else {
             Reason::AllowNotSelected
         };
+        return Outcome::new(r, 0, peer_identity(&peer, epoch));
     }
 
-    let port = policy_port(&pkt);
+    let port = policy_port(pkt);
     let fwd = CtKey {
         ifindex,
         src: pkt.src,
@@ -140,17 +191,19 @@ fn classify(ctx: &TcContext, cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir:
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    if let Some(r) = conntrack(cfg, ep, dir, &fwd, &peer, port) {
-        remember_first_fragment(ifindex, dir, &pkt, r);
-        return r;
+    if let Some(out) = conntrack(cfg, ep, dir, &fwd, &peer, port) {
+        remember_first_fragment(ifindex, dir, pkt, out.reason);
+        return out;
     }
 
-    let r = evaluate(ep, dir, &peer, pkt.proto, port, epoch);
-    if !r.is_drop() {
+    let out = evaluate(ep, dir, &peer, pkt.proto, port, epoch);
+    if !out.reason.is_drop() {
         let v = CtValue {
             // SAFETY: helper without preconditions.
             last_seen_ns: unsafe { bpf_ktime_get_ns() },
             generation: cfg.generation,
+            peer_id: out.peer_id,
+            rule: out.rule,
             dir,
             _pad: [0; 3],
         };
@@ -158,8 +211,17 @@ fn classify(ctx: &TcContext, cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir:
         // pressure, and then the next packet is simply evaluated again.
         let _ = CT.insert(&fwd, &v, 0);
     }
-    remember_first_fragment(ifindex, dir, &pkt, r);
-    r
+    remember_first_fragment(ifindex, dir, pkt, out.reason);
+    out
+}
+
+#[inline(always)]
+fn peer_identity(peer: &[u8; 16], epoch: u32) -> u32 {
+    let lpm = Key::new(FULL_PREFIX, LpmAddr { epoch, addr: *peer });
+    match IPCACHE.get(&lpm) {
+        Some(i) => i.identity,
+        None => identity::WORLD,
+    }
 }
 
 /// Established or reply traffic of a tracked connection. Entries from an older
@@ -173,7 +235,7 @@ fn conntrack(
     fwd: &CtKey,
     peer: &[u8; 16],
     port: u16,
-) -> Option<Reason> {
+) -> Option<Outcome> {
     let rev = CtKey {
         ifindex: fwd.ifindex,
         src: fwd.dst,
@@ -206,19 +268,26 @@ fn conntrack(
         return None;
     }
     if ct.generation != cfg.generation {
-        let r = evaluate(ep, ct.dir, peer, fwd.proto, orig_port, cfg.active_epoch);
-        if r.is_drop() {
+        let out = evaluate(ep, ct.dir, peer, fwd.proto, orig_port, cfg.active_epoch);
+        if out.reason.is_drop() {
             let _ = CT.remove(key);
             return None;
         }
         ct.generation = cfg.generation;
+        ct.peer_id = out.peer_id;
+        ct.rule = out.rule;
     }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(ct.last_seen_ns) > CT_TOUCH_NS {
         ct.last_seen_ns = now;
     }
-    Some(Reason::AllowEstablished)
+    Some(Outcome {
+        reason: Reason::AllowEstablished,
+        rule: ct.rule,
+        peer_id: ct.peer_id,
+        reply,
+    })
 }
 
 /// Policy for a new connection from/to `peer` on `port`.
@@ -230,15 +299,11 @@ fn evaluate(
     proto: u8,
     port: u16,
     epoch: u32,
-) -> Reason {
+) -> Outcome {
+    let peer_id = peer_identity(peer, epoch);
     if !ep.enforced(dir) {
-        return Reason::AllowNotSelected;
+        return Outcome::new(Reason::AllowNotSelected, 0, peer_id);
     }
-    let lpm = Key::new(FULL_PREFIX, LpmAddr { epoch, addr: *peer });
-    let peer_id = match IPCACHE.get(&lpm) {
-        Some(i) => i.identity,
-        None => identity::WORLD,
-    };
     let mut key = PolicyKey {
         subject: ep.identity,
         peer: peer_id,
@@ -247,44 +312,48 @@ fn evaluate(
         dir,
         epoch,
     };
-    if allowed(&key) {
-        return Reason::AllowPolicy;
+    if let Some(rule) = allowed(&key) {
+        return Outcome::new(Reason::AllowPolicy, rule, peer_id);
     }
     if port != 0 {
         key.port = 0;
-        if allowed(&key) {
-            return Reason::AllowPolicy;
+        if let Some(rule) = allowed(&key) {
+            return Outcome::new(Reason::AllowPolicy, rule, peer_id);
         }
         key.port = port;
     }
     key.peer = identity::ANY;
-    if allowed(&key) {
-        return Reason::AllowPolicy;
+    if let Some(rule) = allowed(&key) {
+        return Outcome::new(Reason::AllowPolicy, rule, peer_id);
     }
     if port != 0 {
         key.port = 0;
-        if allowed(&key) {
-            return Reason::AllowPolicy;
+        if let Some(rule) = allowed(&key) {
+            return Outcome::new(Reason::AllowPolicy, rule, peer_id);
         }
         key.port = port;
     }
     key.peer = identity::DECLARED;
     if present(&key) {
-        return Reason::DropPeerNotAllowed;
+        return Outcome::new(Reason::DropPeerNotAllowed, 0, peer_id);
     }
     if port != 0 {
         key.port = 0;
         if present(&key) {
-            return Reason::DropPeerNotAllowed;
+            return Outcome::new(Reason::DropPeerNotAllowed, 0, peer_id);
         }
     }
-    Reason::DropPortNotDeclared
+    Outcome::new(Reason::DropPortNotDeclared, 0, peer_id)
 }
 
+/// The rule id of an allowing entry.
 #[inline(always)]
-fn allowed(key: &PolicyKey) -> bool {
+fn allowed(key: &PolicyKey) -> Option<u32> {
     // SAFETY: the value is read once and not kept.
-    matches!(unsafe { POLICY.get(key) }, Some(v) if v.action == ALLOW)
+    match unsafe { POLICY.get(key) } {
+        Some(v) if v.action == ALLOW => Some(v.rule),
+        _ => None,
+    }
 }
 
 #[inline(always)]
@@ -322,6 +391,170 @@ fn frag_key(ifindex: u32, dir: u8, pkt: &Packet) -> FragKey {
 fn remember_first_fragment(ifindex: u32, dir: u8, pkt: &Packet, r: Reason) {
     if pkt.frag == Frag::First && !r.is_drop() {
         let _ = FRAGS.insert(&frag_key(ifindex, dir, pkt), &1, 0);
+    }
+}
+
+/// Adds the packet to its flow (in the flow's original orientation) and emits a
+/// flow event for a new flow, or for a drop/audit at most once a second per flow.
+#[inline(always)]
+fn account(
+    cfg: &Config,
+    ep: &EndpointInfo,
+    ifindex: u32,
+    dir: u8,
+    pkt: &Packet,
+    out: &Outcome,
+    len: u32,
+) {
+    let key = if out.reply {
+        FlowKey {
+            ifindex,
+            peer_id: out.peer_id,
+            src: pkt.dst,
+            dst: pkt.src,
+            sport: pkt.dport,
+            dport: pkt.sport,
+            proto: pkt.proto,
+            dir: 1 - dir,
+            _pad: [0; 2],
+        }
+    } else {
+        FlowKey {
+            ifindex,
+            peer_id: out.peer_id,
+            src: pkt.src,
+            dst: pkt.dst,
+            sport: pkt.sport,
+            dport: pkt.dport,
+            proto: pkt.proto,
+            dir,
+            _pad: [0; 2],
+        }
+    };
+    let len64 = u64::from(len);
+    let drop = out.reason.is_drop();
+    let flagged = drop || out.reason == Reason::AllowAudit;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(p) = FLOWS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot of a per-CPU value: no concurrent writer.
+        let st = unsafe { &mut *p };
+        if out.reply {
+            st.rev_packets += 1;
+            st.rev_bytes += len64;
+        } else {
+            st.packets += 1;
+            st.bytes += len64;
+        }
+        if drop {
+            st.drop_packets += 1;
+            st.drop_bytes += len64;
+        }
+        if st.first_seen_ns == 0 {
+            st.first_seen_ns = now;
+        }
+        st.last_seen_ns = now;
+        st.reason = out.reason as u8;
+        st.rule = out.rule;
+        if flagged && now.wrapping_sub(st.last_event_ns) > FLOW_EVENT_GAP_NS {
+            st.last_event_ns = now;
+            let kind = if drop { EVENT_DENY } else { EVENT_AUDIT };
+            emit(cfg, ep, kind, &key, out, len, now);
+        }
+        return;
+    }
+    let (packets, bytes, rev_packets, rev_bytes) = if out.reply {
+        (0, 0, 1, len64)
+    } else {
+        (1, len64, 0, 0)
+    };
+    let st = FlowStats {
+        packets,
+        bytes,
+        rev_packets,
+        rev_bytes,
+        drop_packets: u64::from(drop),
+        drop_bytes: if drop { len64 } else { 0 },
+        first_seen_ns: now,
+        last_seen_ns: now,
+        last_event_ns: now,
+        rule: out.rule,
+        reason: out.reason as u8,
+        _pad: [0; 3],
+    };
+    if FLOWS.insert(&key, &st, 0).is_err() {
+        if let Some(l) = EVLOSS.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot.
+            unsafe { (*l).flow_insert_failed += 1 };
+        }
+        return;
+    }
+    let kind = if drop {
+        EVENT_DENY
+    } else if flagged {
+        EVENT_AUDIT
+    } else {
+        EVENT_NEW_FLOW
+    };
+    emit(cfg, ep, kind, &key, out, len, now);
+}
+
+/// Writes one event into the ring buffer, within the per-CPU rate limit; every event
+/// lost (limit or full ring) is counted.
+#[inline(always)]
+fn emit(
+    cfg: &Config,
+    ep: &EndpointInfo,
+    kind: u32,
+    key: &FlowKey,
+    out: &Outcome,
+    len: u32,
+    now: u64,
+) {
+    if cfg.flags & FLAG_EVENTS == 0 {
+        return;
+    }
+    let Some(loss) = EVLOSS.get_ptr_mut(0) else {
+        return;
+    };
+    if let Some(rs) = EVRATE.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        let rs = unsafe { &mut *rs };
+        let elapsed = now.wrapping_sub(rs.last_ns).min(MAX_REFILL_NS);
+        // ns * events/s / 1000 = events * 1e6 = events in TOKEN_SCALE units.
+        let refill = elapsed * u64::from(cfg.events_per_sec) / 1000;
+        let cap = u64::from(cfg.events_burst) * TOKEN_SCALE;
+        rs.tokens = (rs.tokens + refill).min(cap);
+        rs.last_ns = now;
+        if rs.tokens < TOKEN_SCALE {
+            // SAFETY: this CPU's slot.
+            unsafe { (*loss).rate_limited += 1 };
+            return;
+        }
+        rs.tokens -= TOKEN_SCALE;
+    }
+    match EVENTS.reserve::<FlowEvent>(0) {
+        Some(mut e) => {
+            e.write(FlowEvent {
+                header: EventHeader {
+                    kind,
+                    len: core::mem::size_of::<FlowEvent>() as u32,
+                    ts_ns: now,
+                },
+                key: *key,
+                subject_id: ep.identity,
+                rule: out.rule,
+                reason: out.reason as u8,
+                reply: u8::from(out.reply),
+                _pad: [0; 2],
+                pkt_len: len,
+            });
+            e.submit(0);
+        }
+        None => {
+            // SAFETY: this CPU's slot.
+            unsafe { (*loss).ringbuf_full += 1 };
+        }
     }
 }
 

@@ -15,11 +15,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
-    config::AgentConfig,
-    dataplane::{ApplyReport, Dataplane, DataplaneError},
+    config::{AgentConfig, FlowLog},
+    dataplane::{ApplyReport, Dataplane, DataplaneError, Monitoring},
+    flows::{FlowFilter, FlowRecord, FlowTracker, Recent, Resolver},
+    graph::GraphView,
     inventory::{Inventory, InventoryError},
     policy::{self, CompileError, PolicyError, PolicyFile, compiled::Compiled},
-    status::{self, PolicyStatus, Status, WorkloadStatus},
+    status::{self, FlowsStatus, PolicyStatus, Status, WorkloadStatus},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,14 @@ pub struct Agent {
     dataplane: Dataplane,
     policy_path: PathBuf,
     inventory: Inventory,
+    policy: PolicyFile,
     compiled: Compiled,
+    resolver: Resolver,
+    tracker: FlowTracker,
+    recent: Recent,
+    follow: tokio::sync::broadcast::Sender<FlowRecord>,
+    events_received: u64,
+    last_flow_poll: std::time::Instant,
     last: ApplyReport,
     applied_at: Option<SystemTime>,
     last_error: Option<(String, SystemTime)>,
@@ -72,6 +81,11 @@ impl Agent {
         let file = PolicyFile::load(&cfg.policy)?;
         let compiled = policy::compile(&file, &inventory)?;
         let mut dataplane = Dataplane::open(&cfg.paths.pin_dir)?;
+        dataplane.set_monitoring(Monitoring {
+            events_per_sec: cfg.events_per_sec,
+            events_burst: cfg.events_per_sec.saturating_mul(2),
+            ..Monitoring::default()
+        });
         let adopted = dataplane.config()?.generation;
         if adopted != 0 {
             info!(
@@ -82,12 +96,22 @@ impl Agent {
         }
         let last = dataplane.apply(&compiled)?;
         let stamps = (stamp(&cfg.policy), stamp(&cfg.inventory));
+        let resolver = Resolver::new(&compiled, &inventory, &file, ifindex_of);
+        let tracker = FlowTracker::new(cfg.max_edges, Duration::from_secs(cfg.edge_ttl_secs));
+        let (follow, _) = tokio::sync::broadcast::channel(1024);
         Ok(Self {
             policy_path: cfg.policy.clone(),
+            recent: Recent::new(crate::config::DEFAULT_RECENT_FLOWS),
             cfg,
             dataplane,
             inventory,
+            policy: file,
             compiled,
+            resolver,
+            tracker,
+            follow,
+            events_received: 0,
+            last_flow_poll: std::time::Instant::now(),
             last,
             applied_at: Some(SystemTime::now()),
             last_error: None,
@@ -108,10 +132,10 @@ impl Agent {
             let file = PolicyFile::load(&path)?;
             let compiled = policy::compile(&file, &inventory)?;
             let report = self.dataplane.apply(&compiled)?;
-            Ok::<_, AgentError>((inventory, compiled, report))
+            Ok::<_, AgentError>((inventory, file, compiled, report))
         })();
         match result {
-            Ok((inventory, compiled, report)) => {
+            Ok((inventory, file, compiled, report)) => {
                 info!(
                     event = "policy_applied",
                     reason = why,
@@ -120,7 +144,9 @@ impl Agent {
                     rules = compiled.rules.len(),
                     "policy change applied"
                 );
+                self.resolver = Resolver::new(&compiled, &inventory, &file, ifindex_of);
                 self.inventory = inventory;
+                self.policy = file;
                 self.compiled = compiled;
                 self.last = report.clone();
                 self.applied_at = Some(SystemTime::now());
@@ -200,10 +226,111 @@ impl Agent {
                 last_error_at: self.last_error.as_ref().map(|(_, t)| fmt_time(*t)),
             },
             workloads,
+            flows: self.flows_status(),
             links: links.iter().map(Into::into).collect(),
             maps: self.dataplane.maps().iter().map(Into::into).collect(),
         }
     }
+}
+
+impl Agent {
+    /// Reads the kernel flow map once and folds it into the graph.
+    pub fn poll_flows(&mut self) {
+        let interval = self.last_flow_poll.elapsed();
+        self.last_flow_poll = std::time::Instant::now();
+        match self.dataplane.flows() {
+            Ok(flows) => {
+                let idle = self.tracker.poll(flows, &self.resolver, interval);
+                if let Err(e) = self.dataplane.remove_flows(&idle) {
+                    warn!(error = %e, "removing idle flows");
+                }
+            }
+            Err(e) => warn!(error = %e, "reading the flow map"),
+        }
+    }
+
+    /// One event from the kernel: keep it, stream it, log it.
+    pub fn flow_event(&mut self, ev: &enforcer_common::flow::FlowEvent) {
+        self.events_received += 1;
+        let rec = FlowRecord::from_event(ev, &self.resolver);
+        let log = match self.cfg.flow_log {
+            FlowLog::Off => false,
+            FlowLog::Denied => rec.kind != "new",
+            FlowLog::All => true,
+        };
+        if log {
+            info!(
+                target: "enforcer::flowlog",
+                event = "flow",
+                kind = %rec.kind,
+                verdict = %rec.verdict,
+                reason = %rec.reason,
+                workload = %rec.workload,
+                direction = %rec.direction,
+                protocol = %rec.protocol,
+                src = %rec.src,
+                src_port = rec.src_port,
+                src_name = %rec.src_name,
+                src_labels = %labels_text(&rec.src_labels),
+                dst = %rec.dst,
+                dst_port = rec.dst_port,
+                dst_name = %rec.dst_name,
+                dst_labels = %labels_text(&rec.dst_labels),
+                decided_by = %rec.decided_by,
+                "flow"
+            );
+        }
+        let _ = self.follow.send(rec.clone());
+        self.recent.push(rec);
+    }
+
+    pub fn take_events(
+        &mut self,
+    ) -> Result<aya::maps::RingBuf<aya::maps::MapData>, DataplaneError> {
+        self.dataplane.take_events()
+    }
+
+    pub fn graph_view(&self) -> GraphView {
+        self.tracker.graph.view()
+    }
+
+    pub fn recent_flows(&self, f: &FlowFilter, limit: usize) -> Vec<FlowRecord> {
+        self.recent.query(f, limit)
+    }
+
+    pub fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<FlowRecord> {
+        self.follow.subscribe()
+    }
+
+    fn flows_status(&self) -> FlowsStatus {
+        let loss = self.dataplane.event_loss().unwrap_or_default();
+        FlowsStatus {
+            events_received: self.events_received,
+            events_lost_ringbuf_full: loss.ringbuf_full,
+            events_lost_rate_limited: loss.rate_limited,
+            flow_entries_not_created: loss.flow_insert_failed,
+            flows_tracked: self.tracker_flows(),
+            graph_nodes: self.tracker.graph.node_count(),
+            graph_edges: self.tracker.graph.edge_count(),
+            graph_edges_dropped: self.tracker.graph.edges_dropped,
+            polls: self.tracker.polls,
+        }
+    }
+
+    fn tracker_flows(&self) -> usize {
+        self.tracker.tracked()
+    }
+}
+
+fn labels_text(l: &crate::inventory::Labels) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn ifindex_of(iface: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(iface).ok()
 }
 
 fn fmt_time(t: SystemTime) -> String {
@@ -218,6 +345,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let socket = cfg.paths.socket.clone();
     let poll = Duration::from_millis(cfg.poll_interval_ms.max(100));
     let listener = crate::api::bind(&socket).await?;
+    // The web view (docs/webview.md), bound before the start so a bad address fails it.
+    let web_listener = match cfg.web_address {
+        Some(address) => Some(crate::web::bind(address).await?),
+        None => None,
+    };
     let agent = tokio::task::spawn_blocking(move || Agent::start(cfg)).await??;
     info!(
         event = "agent_started",
@@ -226,8 +358,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         endpoints = agent.last.endpoints,
         "enforcer agent running"
     );
+    let flows_every = Duration::from_millis(agent.cfg.flows_interval_ms.max(100));
+    let mut agent = agent;
+    let ring = agent.take_events();
     let shared: Shared = Arc::new(Mutex::new(agent));
     let server = tokio::spawn(crate::api::serve(listener, shared.clone()));
+    let web = web_listener.map(|l| tokio::spawn(crate::web::serve(l, shared.clone())));
+    let poller = tokio::spawn(poll_flows_every(shared.clone(), flows_every));
+    let reader = match ring {
+        Ok(ring) => Some(tokio::spawn(read_events(shared.clone(), ring))),
+        Err(e) => {
+            error!(error = %e, "flow events unavailable");
+            None
+        }
+    };
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -247,12 +391,72 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
     }
     server.abort();
+    if let Some(w) = web {
+        w.abort();
+    }
+    poller.abort();
+    if let Some(r) = reader {
+        r.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     info!(
         event = "agent_stopped",
         "enforcer agent stopping; pinned enforcement stays in place"
     );
     Ok(())
+}
+
+async fn poll_flows_every(shared: Shared, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || lock(&s).poll_flows()).await;
+    }
+}
+
+/// Drains the event ring buffer whenever the kernel signals it readable.
+async fn read_events(shared: Shared, ring: aya::maps::RingBuf<aya::maps::MapData>) {
+    // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns it, and
+    // `as_raw_fd` always returns that same fd.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            error!(error = %e, "cannot watch the event ring buffer");
+            return;
+        }
+    };
+    loop {
+        let mut guard = match fd.readable_mut().await {
+            Ok(g) => g,
+            Err(e) => {
+                error!(error = %e, "event ring buffer");
+                return;
+            }
+        };
+        let ring = guard.get_inner_mut();
+        let mut batch = Vec::new();
+        while let Some(item) = ring.next() {
+            match enforcer_common::flow::FlowEvent::decode(&item) {
+                Ok(ev) => batch.push(ev),
+                Err(e) => warn!(error = ?e, "undecodable flow event"),
+            }
+            if batch.len() >= 1024 {
+                break;
+            }
+        }
+        guard.clear_ready();
+        if !batch.is_empty() {
+            let mut a = lock(&shared);
+            for ev in &batch {
+                a.flow_event(ev);
+            }
+        }
+    }
 }
 
 async fn reload_blocking(shared: &Shared, why: &'static str) {

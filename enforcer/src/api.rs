@@ -6,6 +6,8 @@
 //! | GET    | /v1/status        |                     | [`Status`]                  |
 //! | POST   | /v1/policy/apply  | `{"path": "FILE"}`  | [`ApplyAnswer`] or error    |
 //! | POST   | /v1/reload        |                     | [`ApplyAnswer`] or error    |
+//! | GET    | /v1/graph         | query: [`GraphQuery`] | [`GraphView`]             |
+//! | GET    | /v1/flows         | query: [`FlowsQuery`] | JSON lines of [`FlowRecord`]; `follow=true` streams |
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status.
 use std::{
@@ -15,7 +17,8 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::State,
+    body::Body,
+    extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -26,8 +29,110 @@ use tokio::net::UnixListener;
 use crate::{
     agent::{AgentError, Shared, lock},
     dataplane::ApplyReport,
+    flows::{FlowFilter, FlowRecord},
+    graph::{EdgeVerdict, GraphView},
     status::Status,
 };
+
+/// Query of `/v1/graph`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GraphQuery {
+    /// Only edges touching this node (workload name or node id).
+    pub workload: Option<String>,
+    /// Only edges with an endpoint carrying this label, `key=value`.
+    pub label: Option<String>,
+    /// `allowed`, `denied` or `mixed`; `denied` also matches `mixed`.
+    pub verdict: Option<String>,
+    /// Only edges seen within this many seconds.
+    pub since_secs: Option<u64>,
+}
+
+/// Query of `/v1/flows`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FlowsQuery {
+    /// Source: workload name, node id or IP address.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub port: Option<u16>,
+    /// `allowed`, `dropped` or `audit`.
+    pub verdict: Option<String>,
+    /// Either side.
+    pub workload: Option<String>,
+    /// Most recent records to return first (default 100).
+    pub limit: Option<usize>,
+    /// Keep the response open and stream new records as they come.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+impl FlowsQuery {
+    // (serde's flatten cannot carry numbers through a query string, hence the copy)
+    pub fn filter(&self) -> FlowFilter {
+        FlowFilter {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            port: self.port,
+            verdict: self.verdict.clone(),
+            workload: self.workload.clone(),
+        }
+    }
+}
+
+/// Applies a [`GraphQuery`] to a graph.
+pub fn filter_graph(mut g: GraphView, q: &GraphQuery) -> Result<GraphView, String> {
+    let label = match &q.label {
+        Some(l) => Some(
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("label filter {l:?} must be key=value"))?,
+        ),
+        None => None,
+    };
+    let verdict = match q.verdict.as_deref() {
+        None => None,
+        Some("allowed") => Some(EdgeVerdict::Allowed),
+        Some("denied") => Some(EdgeVerdict::Denied),
+        Some("mixed") => Some(EdgeVerdict::Mixed),
+        Some(v) => return Err(format!("verdict {v:?} must be allowed, denied or mixed")),
+    };
+    let since = q
+        .since_secs
+        .and_then(|s| std::time::SystemTime::now().checked_sub(std::time::Duration::from_secs(s)));
+    let node_labels: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
+        g.nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.labels.clone()))
+            .collect();
+    let has_label = |id: &str| {
+        label.as_ref().is_none_or(|(k, v)| {
+            node_labels
+                .get(id)
+                .is_some_and(|l| l.get(k).is_some_and(|x| x == v))
+        })
+    };
+    g.edges.retain(|e| {
+        q.workload
+            .as_ref()
+            .is_none_or(|w| *w == e.src || *w == e.dst)
+            && (has_label(&e.src) || has_label(&e.dst))
+            && verdict.is_none_or(|v| {
+                e.verdict == v || (v == EdgeVerdict::Denied && e.verdict == EdgeVerdict::Mixed)
+            })
+            && since
+                .is_none_or(|t| humantime::parse_rfc3339(&e.last_seen).is_ok_and(|seen| seen >= t))
+    });
+    let used: std::collections::HashSet<&str> = g
+        .edges
+        .iter()
+        .flat_map(|e| [e.src.as_str(), e.dst.as_str()])
+        .collect();
+    let any_filter =
+        q.workload.is_some() || q.label.is_some() || q.verdict.is_some() || q.since_secs.is_some();
+    if any_filter {
+        g.nodes.retain(|n| used.contains(n.id.as_str()));
+    }
+    Ok(g)
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ApplyRequest {
@@ -91,6 +196,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/policy/apply", post(apply))
         .route("/v1/reload", post(reload))
+        .route("/v1/graph", get(graph))
+        .route("/v1/flows", get(flows))
         .with_state(shared)
 }
 
@@ -98,6 +205,73 @@ pub async fn serve(listener: UnixListener, shared: Shared) {
     if let Err(e) = axum::serve(listener, router(shared)).await {
         tracing::error!(error = %e, "API server stopped");
     }
+}
+
+async fn graph(
+    State(s): State<Shared>,
+    q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<GraphView>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let g = lock(&s).graph_view();
+    filter_graph(g, &q)
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+}
+
+fn line(r: &FlowRecord) -> axum::body::Bytes {
+    let mut v = serde_json::to_vec(r).unwrap_or_default();
+    v.push(b'\n');
+    v.into()
+}
+
+async fn flows(
+    State(s): State<Shared>,
+    q: Result<Query<FlowsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let filter = q.filter();
+    if let Some(v) = &filter.verdict
+        && !["allowed", "dropped", "audit"].contains(&v.as_str())
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("verdict {v:?} must be allowed, dropped or audit"),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).min(100_000);
+    let (recent, rx) = {
+        let a = lock(&s);
+        let rx = q.follow.then(|| a.subscribe_flows());
+        (a.recent_flows(&filter, limit), rx)
+    };
+    let head: Vec<Result<axum::body::Bytes, std::io::Error>> =
+        recent.iter().map(|r| Ok(line(r))).collect();
+    let head = futures_util::stream::iter(head);
+    let resp = match rx {
+        None => Response::builder()
+            .header("content-type", "application/x-ndjson")
+            .body(Body::from_stream(head)),
+        Some(rx) => {
+            let live = futures_util::stream::unfold((rx, filter), |(mut rx, filter)| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(r) if filter.matches(&r) => return Some((Ok(line(&r)), (rx, filter))),
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            let msg = format!("{{\"lagged\":{n}}}\n");
+                            return Some((Ok(msg.into()), (rx, filter)));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+            use futures_util::StreamExt as _;
+            Response::builder()
+                .header("content-type", "application/x-ndjson")
+                .body(Body::from_stream(head.chain(live)))
+        }
+    };
+    resp.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn status(State(s): State<Shared>) -> Result<Json<Status>, ApiError> {
@@ -169,6 +343,68 @@ pub mod client {
         Refused(String),
         #[error("the agent answered something this CLI does not understand: {0}")]
         Decode(String),
+    }
+
+    /// GET `path` and hand every line of the (possibly endless) body to `on_line`
+    /// until it returns false or the body ends.
+    pub async fn stream_lines(
+        socket: &Path,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
+        let transport = |message: String| ClientError::Transport {
+            path: socket.into(),
+            message,
+        };
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|source| ClientError::NotRunning {
+                path: socket.into(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", "enforcer")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| transport(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| transport(e.to_string()))?
+                .to_bytes();
+            let msg = serde_json::from_slice::<super::ErrorAnswer>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Refused(msg));
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| transport(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                if !on_line(&text) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(

@@ -9,6 +9,27 @@ use crate::{logging::LogFormat, paths};
 
 /// Default interval between checks of the policy and inventory files for changes.
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 2000;
+/// Default interval between reads of the kernel flow map.
+pub const DEFAULT_FLOWS_INTERVAL_MS: u64 = 1000;
+/// Default idle time after which a graph edge expires.
+pub const DEFAULT_EDGE_TTL_SECS: u64 = 300;
+/// Default cap on graph edges.
+pub const DEFAULT_MAX_EDGES: usize = 10_000;
+/// Default number of recent flow records kept for `enforcer flows`.
+pub const DEFAULT_RECENT_FLOWS: usize = 10_000;
+
+/// Which flow events go to the flow log (JSON lines on stdout with `--log-format json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowLog {
+    /// Nothing.
+    Off,
+    /// Denied (and audit-mode would-be-denied) flows.
+    #[default]
+    Denied,
+    /// Every new flow, plus denies.
+    All,
+}
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -28,6 +49,18 @@ pub struct ConfigFile {
     pub log_format: Option<LogFormat>,
     /// Milliseconds between checks of the policy and inventory files.
     pub poll_interval_ms: Option<u64>,
+    /// Milliseconds between reads of the kernel flow map (graph refresh).
+    pub flows_interval_ms: Option<u64>,
+    /// Seconds an edge may stay idle before it leaves the graph.
+    pub edge_ttl_secs: Option<u64>,
+    /// Most edges the graph holds; new edges beyond it are counted, not stored.
+    pub max_edges: Option<usize>,
+    pub flow_log: Option<FlowLog>,
+    /// Kernel event rate limit per CPU (events per second).
+    pub events_per_sec: Option<u32>,
+    /// Address (`IP:port`) of the read-only web view of the graph (docs/webview.md);
+    /// unset: no web view.
+    pub web_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +124,13 @@ pub struct AgentConfig {
     pub netns: Option<String>,
     pub log_format: LogFormat,
     pub poll_interval_ms: u64,
+    pub flows_interval_ms: u64,
+    pub edge_ttl_secs: u64,
+    pub max_edges: usize,
+    pub flow_log: FlowLog,
+    pub events_per_sec: u32,
+    /// Where the web view listens (docs/webview.md); `None`: off.
+    pub web_address: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -129,6 +169,24 @@ impl AgentConfig {
                 .poll_interval_ms
                 .or(file.poll_interval_ms)
                 .unwrap_or(DEFAULT_POLL_INTERVAL_MS),
+            flows_interval_ms: flags
+                .flows_interval_ms
+                .or(file.flows_interval_ms)
+                .unwrap_or(DEFAULT_FLOWS_INTERVAL_MS),
+            edge_ttl_secs: flags
+                .edge_ttl_secs
+                .or(file.edge_ttl_secs)
+                .unwrap_or(DEFAULT_EDGE_TTL_SECS),
+            max_edges: flags
+                .max_edges
+                .or(file.max_edges)
+                .unwrap_or(DEFAULT_MAX_EDGES),
+            flow_log: flags.flow_log.or(file.flow_log).unwrap_or_default(),
+            events_per_sec: flags
+                .events_per_sec
+                .or(file.events_per_sec)
+                .unwrap_or(enforcer_common::config::DEFAULT_EVENTS_PER_SEC),
+            web_address: flags.web_address.or(file.web_address),
         })
     }
 }

@@ -13,7 +13,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
     programs::{
         ProgramError, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
@@ -21,9 +21,10 @@ use aya::{
     },
 };
 use enforcer_common::{
-    config::Config,
+    config::{Config, DEFAULT_EVENTS_BURST, DEFAULT_EVENTS_PER_SEC, FLAG_EVENTS, FLAG_FLOWS},
     counter::{Counter, CounterKey},
     endpoint::{EndpointInfo, EndpointKey},
+    flow::{EventLoss, FlowKey, FlowStats},
     ipcache::{DenyInfo, IpInfo, LpmAddr, trie_prefix_len},
     map_names,
     policy::{PolicyKey, PolicyValue},
@@ -175,10 +176,33 @@ pub struct ApplyReport {
     pub duration_ms: f64,
 }
 
+/// Flow monitoring settings written into `ENF_CONFIG` with every apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Monitoring {
+    /// Account packets and bytes per flow (`ENF_FLOWS`).
+    pub flows: bool,
+    /// Emit new-flow / deny / audit events into the ring buffer.
+    pub events: bool,
+    pub events_per_sec: u32,
+    pub events_burst: u32,
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Self {
+            flows: true,
+            events: true,
+            events_per_sec: DEFAULT_EVENTS_PER_SEC,
+            events_burst: DEFAULT_EVENTS_BURST,
+        }
+    }
+}
+
 pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     links: BTreeMap<(String, &'static str), LinkStatus>,
+    monitoring: Monitoring,
 }
 
 impl Dataplane {
@@ -217,11 +241,17 @@ impl Dataplane {
             ebpf,
             pin_dir: pin_dir.into(),
             links: BTreeMap::new(),
+            monitoring: Monitoring::default(),
         })
     }
 
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
+    }
+
+    /// Takes effect with the next `apply`.
+    pub fn set_monitoring(&mut self, m: Monitoring) {
+        self.monitoring = m;
     }
 
     pub fn config(&self) -> Result<Config> {
@@ -324,10 +354,13 @@ impl Dataplane {
             }
         }
 
+        let m = self.monitoring;
         let new = Config {
             active_epoch: epoch,
             generation: old.generation.wrapping_add(1).max(1),
-            flags: 0,
+            flags: if m.flows { FLAG_FLOWS } else { 0 } | if m.events { FLAG_EVENTS } else { 0 },
+            events_per_sec: m.events_per_sec,
+            events_burst: m.events_burst,
             _pad: 0,
         };
         {
@@ -541,6 +574,74 @@ impl Dataplane {
         Ok(out)
     }
 
+    /// Every flow with its per-CPU values folded: sums, earliest first seen, latest
+    /// last seen, and the verdict of the CPU that saw the latest packet.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>> {
+        let name = map_names::FLOWS;
+        let m: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
+            PerCpuHashMap::try_from(self.map(name)?).map_err(map_err(name))?;
+        let mut out = Vec::new();
+        for item in m.iter() {
+            // An entry evicted between key and value reads is simply skipped.
+            let Ok((k, per_cpu)) = item else { continue };
+            let mut sum = FlowStats::default();
+            for c in per_cpu.iter() {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+                sum.rev_packets += c.rev_packets;
+                sum.rev_bytes += c.rev_bytes;
+                sum.drop_packets += c.drop_packets;
+                sum.drop_bytes += c.drop_bytes;
+                if c.first_seen_ns != 0
+                    && (sum.first_seen_ns == 0 || c.first_seen_ns < sum.first_seen_ns)
+                {
+                    sum.first_seen_ns = c.first_seen_ns;
+                }
+                if c.last_seen_ns > sum.last_seen_ns {
+                    sum.last_seen_ns = c.last_seen_ns;
+                    sum.reason = c.reason;
+                    sum.rule = c.rule;
+                }
+            }
+            out.push((k, sum));
+        }
+        Ok(out)
+    }
+
+    /// Deletes flow entries (idle ones, after their last delta was taken).
+    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<()> {
+        let name = map_names::FLOWS;
+        let mut m: PerCpuHashMap<&mut MapData, FlowKey, FlowStats> =
+            PerCpuHashMap::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        for k in keys {
+            let _ = m.remove(k);
+        }
+        Ok(())
+    }
+
+    /// Events lost since the maps were created, summed over CPUs.
+    pub fn event_loss(&self) -> Result<EventLoss> {
+        let name = map_names::EVLOSS;
+        let m: PerCpuArray<&MapData, EventLoss> =
+            PerCpuArray::try_from(self.map(name)?).map_err(map_err(name))?;
+        let per_cpu = m.get(&0, 0).map_err(map_err(name))?;
+        Ok(per_cpu.iter().fold(EventLoss::default(), |a, c| EventLoss {
+            ringbuf_full: a.ringbuf_full + c.ringbuf_full,
+            rate_limited: a.rate_limited + c.rate_limited,
+            flow_insert_failed: a.flow_insert_failed + c.flow_insert_failed,
+        }))
+    }
+
+    /// The event ring buffer, moved out for the reader task (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let name = map_names::EVENTS;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(DataplaneError::MissingMap { map: name })?;
+        RingBuf::try_from(map).map_err(map_err(name))
+    }
+
     pub fn links(&self) -> Vec<LinkStatus> {
         self.links.values().cloned().collect()
     }
@@ -557,6 +658,7 @@ impl Dataplane {
                 | aya::maps::Map::HashMap(d)
                 | aya::maps::Map::LruHashMap(d)
                 | aya::maps::Map::PerCpuHashMap(d)
+                | aya::maps::Map::PerCpuLruHashMap(d)
                 | aya::maps::Map::LpmTrie(d) => d,
                 _ => continue,
             };
@@ -607,6 +709,7 @@ fn known_map_name(name: &str) -> Option<&'static str> {
         map_names::CT,
         map_names::FRAGS,
         map_names::COUNTERS,
+        map_names::FLOWS,
     ]
     .into_iter()
     .find(|n| *n == name)

@@ -69,8 +69,26 @@ pub struct Status {
     pub netns: Option<String>,
     pub policy: PolicyStatus,
     pub workloads: Vec<WorkloadStatus>,
+    pub flows: FlowsStatus,
     pub links: Vec<LinkStatusView>,
     pub maps: Vec<MapStatusView>,
+}
+
+/// Flow monitoring health: events received and lost, graph size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FlowsStatus {
+    pub events_received: u64,
+    /// Events dropped because the ring buffer was full (agent too slow).
+    pub events_lost_ringbuf_full: u64,
+    /// Events dropped by the kernel's per-CPU rate limit.
+    pub events_lost_rate_limited: u64,
+    /// Flows whose packets could not be accounted (flow map entry not created).
+    pub flow_entries_not_created: u64,
+    pub flows_tracked: usize,
+    pub graph_nodes: usize,
+    pub graph_edges: usize,
+    pub graph_edges_dropped: u64,
+    pub polls: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -247,6 +265,19 @@ pub fn render_table(s: &Status) -> String {
     let _ = writeln!(
         out,
         "\n(packets; DROPPED = PORT not declared + PEER not allowed + CIDR denied + OTHER: malformed, fragment, internal)"
+    );
+    let f = &s.flows;
+    let _ = writeln!(
+        out,
+        "\nflows: {} tracked, graph {} nodes / {} edges ({} not stored), events {} received, lost {} (ring full) + {} (rate limit), {} flows not accounted",
+        f.flows_tracked,
+        f.graph_nodes,
+        f.graph_edges,
+        f.graph_edges_dropped,
+        f.events_received,
+        f.events_lost_ringbuf_full,
+        f.events_lost_rate_limited,
+        f.flow_entries_not_created
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "MAP              ENTRIES  MAX      FILL");

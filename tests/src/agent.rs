@@ -23,6 +23,7 @@ pub struct Agent {
     child: Option<Child>,
     log: PathBuf,
     poll_ms: u64,
+    extra: Vec<String>,
 }
 
 impl Agent {
@@ -32,6 +33,17 @@ impl Agent {
         Self::start_with(bin, netns, inventory_yaml, policy_yaml, 200)
     }
 
+    /// As [`Agent::start`], with extra `enforcer agent` arguments.
+    pub fn start_with_args(
+        bin: &Path,
+        netns: &str,
+        inventory_yaml: &str,
+        policy_yaml: &str,
+        extra: &[&str],
+    ) -> Self {
+        Self::start_full(bin, netns, inventory_yaml, policy_yaml, 200, extra)
+    }
+
     /// As [`Agent::start`], with the agent's file poll interval in milliseconds.
     pub fn start_with(
         bin: &Path,
@@ -39,6 +51,17 @@ impl Agent {
         inventory_yaml: &str,
         policy_yaml: &str,
         poll_ms: u64,
+    ) -> Self {
+        Self::start_full(bin, netns, inventory_yaml, policy_yaml, poll_ms, &[])
+    }
+
+    fn start_full(
+        bin: &Path,
+        netns: &str,
+        inventory_yaml: &str,
+        policy_yaml: &str,
+        poll_ms: u64,
+        extra: &[&str],
     ) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let instance = format!(
@@ -62,6 +85,7 @@ impl Agent {
             log,
             dir,
             poll_ms,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         a.spawn();
         a
@@ -83,6 +107,7 @@ impl Agent {
             .arg("--policy")
             .arg(&self.policy)
             .args(["--poll-interval-ms", &self.poll_ms.to_string()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)

@@ -326,6 +326,54 @@ fn declared_port_from_allowed_peer_passes_others_drop_with_reason() {
 }
 
 #[test]
+fn rules_without_ports_allow_every_port_for_one_peer_or_for_anyone() {
+    let mut f = Fixture::new(MODE_ENFORCE);
+    // Egress UDP to CLIENT on any port and TCP to anyone on any port: port-0 entries,
+    // reached only through the (peer, any port) and (any peer, any port) lookups.
+    let mut c = compiled(MODE_ENFORCE);
+    c.policy.extend(allow(WL, CLIENT, EGRESS, UDP, 0, 5));
+    c.policy.extend(allow(WL, ANY, EGRESS, TCP, 0, 6));
+    f.dp.apply(&c).expect("apply rules without ports");
+    let from = Hook::FromWorkload;
+    f.expect(
+        from,
+        &ipv4(WL4, CLIENT4, UDP, 0, 1, &udp(5000, 5353)),
+        Reason::AllowPolicy,
+    );
+    // Another peer: every UDP port is declared, this peer is not allowed on any.
+    f.expect(
+        from,
+        &ipv4(WL4, STRANGER4, UDP, 0, 2, &udp(5000, 5353)),
+        Reason::DropPeerNotAllowed,
+    );
+    f.expect(
+        from,
+        &tcp4(WL4, STRANGER4, 50000, 8080),
+        Reason::AllowPolicy,
+    );
+    f.expect(from, &tcp4(WL4, CLIENT4, 50001, 22), Reason::AllowPolicy);
+}
+
+#[test]
+fn a_direction_no_policy_selects_is_not_enforced() {
+    let mut f = Fixture::new(MODE_ENFORCE);
+    let mut c = compiled(MODE_ENFORCE);
+    c.endpoints[0].flags = FLAG_INGRESS_ENFORCED;
+    f.dp.apply(&c).expect("apply ingress-only");
+    // Egress has no rule for this, but egress is not enforced any more.
+    f.expect(
+        Hook::FromWorkload,
+        &tcp4(WL4, STRANGER4, 50000, 9999),
+        Reason::AllowNotSelected,
+    );
+    f.expect(
+        Hook::ToWorkload,
+        &tcp4(STRANGER4, WL4, 50001, 9999),
+        Reason::DropPortNotDeclared,
+    );
+}
+
+#[test]
 fn replies_of_allowed_connections_pass_and_unrelated_reverse_traffic_does_not() {
     let f = Fixture::new(MODE_ENFORCE);
     // Egress to the allowed CIDR on 443 creates a connection...
@@ -424,6 +472,19 @@ fn ipv6_policy_and_neighbour_discovery() {
     f.expect(
         Hook::FromWorkload,
         &ipv6(v6(0x10), v6(0x16), ICMPV6, &[143, 0, 0, 0, 0, 0, 0, 0]),
+        Reason::AllowInfra,
+    );
+    // IGMP (a membership query from the bridge): infrastructure as well.
+    f.expect(
+        to,
+        &ipv4(
+            [10, 0, 0, 1],
+            [224, 0, 0, 1],
+            2,
+            0,
+            9,
+            &[0x11, 0, 0, 0, 0, 0, 0, 0],
+        ),
         Reason::AllowInfra,
     );
     // Other ICMPv6 (destination unreachable) is policy's business.

@@ -32,6 +32,27 @@ pub struct Args {
     /// Milliseconds between checks of the policy and inventory files [default: 2000].
     #[arg(long)]
     pub poll_interval_ms: Option<u64>,
+    /// Milliseconds between reads of the kernel flow map [default: 1000].
+    #[arg(long)]
+    pub flows_interval_ms: Option<u64>,
+    /// Seconds an idle edge stays in the graph [default: 300].
+    #[arg(long)]
+    pub edge_ttl_secs: Option<u64>,
+    /// Most edges the graph holds [default: 10000].
+    #[arg(long)]
+    pub max_edges: Option<usize>,
+    /// Flow log on stdout: off, denied (default) or all new flows.
+    #[arg(long, value_enum)]
+    pub flow_log: Option<crate::config::FlowLog>,
+    /// Kernel flow-event rate limit per CPU, events/s [default: 2000]; every event
+    /// over it is counted as lost.
+    #[arg(long)]
+    pub events_per_sec: Option<u32>,
+    /// Serve the read-only web view of the live graph on this address, e.g.
+    /// 127.0.0.1:9470 (see docs/webview.md). Off unless given; it has no
+    /// authentication, so keep it on localhost and reach it through a tunnel.
+    #[arg(long, value_name = "IP:PORT")]
+    pub web_address: Option<std::net::SocketAddr>,
 }
 
 pub fn execute(cli: &super::Cli, a: &Args) -> u8 {
@@ -56,6 +77,12 @@ pub fn execute(cli: &super::Cli, a: &Args) -> u8 {
         socket: cli.socket.clone(),
         log_format: (cli.log_format != logging::LogFormat::Text).then_some(cli.log_format),
         poll_interval_ms: a.poll_interval_ms,
+        flows_interval_ms: a.flows_interval_ms,
+        edge_ttl_secs: a.edge_ttl_secs,
+        max_edges: a.max_edges,
+        flow_log: a.flow_log,
+        events_per_sec: a.events_per_sec,
+        web_address: a.web_address,
     };
     let cfg = match AgentConfig::resolve(file, flags) {
         Ok(c) => c,

@@ -7,6 +7,8 @@ use crate::{logging::LogFormat, paths};
 
 pub mod agent;
 pub mod cleanup;
+pub mod flows;
+pub mod graph;
 pub mod policy;
 pub mod status;
 
@@ -46,6 +48,8 @@ pub struct Cli {
 pub enum Command {
     Agent(agent::Args),
     Status(status::Args),
+    Graph(graph::Args),
+    Flows(flows::Args),
     #[command(subcommand)]
     Policy(policy::Command),
     Cleanup(cleanup::Args),
@@ -80,6 +84,8 @@ pub fn execute(cli: Cli) -> u8 {
     match &cli.command {
         Command::Agent(a) => agent::execute(&cli, a),
         Command::Status(a) => status::execute(&cli, a),
+        Command::Graph(a) => graph::execute(&cli, a),
+        Command::Flows(a) => flows::execute(&cli, a),
         Command::Policy(c) => policy::execute(&cli, c),
         Command::Cleanup(a) => cleanup::execute(&cli, a),
     }
