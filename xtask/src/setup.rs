@@ -77,6 +77,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let apt = setup.apt_packages();
     setup.bpf_linker(stable && apt);
+    setup.python_tools(apt);
     setup.runtime_checks();
     if setup.failures == 0 {
         println!("setup: everything is in place");
@@ -162,6 +163,44 @@ impl Setup {
             let _ = f.write_all(entry.as_bytes());
         }
         result
+    }
+
+    /// `kubernetes-validate` (PyPI) for the manifests in deploy/kubernetes.
+    fn python_tools(&mut self, apt_ok: bool) {
+        const WHAT: &str = "kubernetes-validate (PyPI)";
+        let present = || {
+            Command::new("kubernetes-validate")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if present() {
+            self.ok(WHAT);
+            return;
+        }
+        if self.check {
+            self.missing(WHAT, "not installed");
+            return;
+        }
+        if !apt_ok {
+            self.fail(WHAT, "python3 is not in place");
+            return;
+        }
+        self.busy(WHAT);
+        match self.run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "kubernetes-validate",
+        ])) {
+            Ok(()) if present() => self.installed(WHAT),
+            Ok(()) => self.fail(WHAT, "installed, but `kubernetes-validate` is not on PATH"),
+            Err(e) => self.fail(WHAT, &e),
+        }
     }
 
     /// A rustup toolchain with its components; true if present at the end.

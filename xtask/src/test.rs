@@ -84,6 +84,15 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
             cmd: c,
         });
     }
+    let mut c = Command::new("kubernetes-validate");
+    c.args(["--strict", "--quiet"]);
+    for m in ["daemonset.yaml", "configmap.yaml", "rbac.yaml"] {
+        c.arg(root.join("deploy/kubernetes").join(m));
+    }
+    steps.push(Step {
+        name: "kubernetes-validate deploy/kubernetes",
+        cmd: c,
+    });
     let mut c = cargo();
     c.args([
         "test",
