@@ -200,6 +200,15 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 
+    // The agent folds the flow map into the graph every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    step("enforcer graph (the service-communication graph learned from that traffic)");
+    let out = agent.cli(&["graph"])?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    step("enforcer flows --verdict dropped (recent denies and what decided them)");
+    let out = agent.cli(&["flows", "--verdict", "dropped", "--limit", "8"])?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+
     if args.pause {
         println!(
             "\nthe lab and agent keep running; try `target/debug/enforcer --instance {INSTANCE} status`. Press Enter to tear down."
