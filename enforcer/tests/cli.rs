@@ -36,7 +36,11 @@ fn policy_check_reports_file_line_and_field() {
         "version: 1\npolicies:\n  - name: a\n    selector: {app: a}\n    ingress:\n      - ports: [{port: 70000}]\n",
     )
     .expect("write");
-    let out = enforcer().args(["policy", "check"]).arg(&p).output().expect("run");
+    let out = enforcer()
+        .args(["policy", "check"])
+        .arg(&p)
+        .output()
+        .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("p.yaml:6"), "{err}");
