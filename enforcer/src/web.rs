@@ -59,6 +59,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, WebError> {
     let listener = TcpListener::bind(address)
         .await
         .map_err(|source| WebError::Bind { address, source })?;
+    tracing::info!(event = "web_view_listening", %address, "web view on http://{address}/");
     if !address.ip().is_loopback() {
         tracing::warn!(
             %address,
@@ -72,8 +73,6 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, WebError> {
 /// Serves the web view of `shared`'s graph on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Shared) {
     let source: GraphSource = Arc::new(move || lock(&shared).graph_view());
-    let address = listener.local_addr().ok();
-    tracing::info!(event = "web_view_listening", address = ?address, "web view serving");
     if let Err(e) = axum::serve(listener, router(source)).await {
         tracing::error!(error = %e, "web view server stopped");
     }

@@ -79,7 +79,12 @@ fn http_get(lab: &Lab, path: &str) -> Option<(u16, String, Vec<u8>)> {
 
 fn graph(lab: &Lab) -> Option<GraphView> {
     let (status, _, body) = http_get(lab, "/api/graph")?;
-    assert_eq!(status, 200, "/api/graph: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        200,
+        "/api/graph: {}",
+        String::from_utf8_lossy(&body)
+    );
     Some(serde_json::from_slice(&body).expect("/api/graph is a GraphView"))
 }
 
@@ -297,7 +302,13 @@ fn web_view_draws_the_live_graph_in_a_browser() {
             while !stop.load(Ordering::SeqCst) {
                 push(&lab, "client", lab.addr4("web").into(), 80, 256 * 1024);
                 push(&lab, "web", lab.addr6("db").into(), 5432, 32 * 1024);
-                tcp_connect(&lab, "client", lab.addr4("web"), 81, Duration::from_millis(50));
+                tcp_connect(
+                    &lab,
+                    "client",
+                    lab.addr4("web"),
+                    81,
+                    Duration::from_millis(50),
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         });

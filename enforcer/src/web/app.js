@@ -22,6 +22,7 @@
 
   const state = {
     view: null,
+    kinds: new Map(),
     layoutKey: "",
     positions: new Map(),
     // What the details panel shows: {type: "edge"|"node", key}; pinned by a click.
@@ -206,8 +207,7 @@
   }
 
   function nodeKind(id) {
-    const n = state.view && state.view.nodes.find((m) => m.id === id);
-    return n ? n.kind : "world";
+    return state.kinds.get(id) || "world";
   }
 
   // ---- drawing ------------------------------------------------------------------
@@ -250,6 +250,7 @@
       .map((n) => n.kind + ":" + n.id)
       .sort()
       .join("\n");
+    state.kinds = new Map(view.nodes.map((n) => [n.id, n.kind]));
     if (key !== state.layoutKey) {
       state.positions = layout(view.nodes);
       state.layoutKey = key;
