@@ -70,6 +70,8 @@ pub struct Agent {
     applied_at: Option<SystemTime>,
     last_error: Option<(String, SystemTime)>,
     stamps: (Stamp, Stamp),
+    /// Traffic baseline and anomaly alerts (docs/baseline.md); `None` when disabled.
+    baseline: Option<crate::baseline::Monitor>,
 }
 
 impl Agent {
@@ -101,6 +103,10 @@ impl Agent {
         let (follow, _) = tokio::sync::broadcast::channel(1024);
         Ok(Self {
             policy_path: cfg.policy.clone(),
+            baseline: cfg
+                .baseline
+                .enabled
+                .then(|| crate::baseline::Monitor::open(cfg.baseline.clone(), &cfg.paths.instance)),
             recent: Recent::new(crate::config::DEFAULT_RECENT_FLOWS),
             cfg,
             dataplane,
@@ -241,6 +247,9 @@ impl Agent {
         match self.dataplane.flows() {
             Ok(flows) => {
                 let idle = self.tracker.poll(flows, &self.resolver, interval);
+                if let Some(b) = self.baseline.as_mut() {
+                    b.on_poll(&self.tracker.take_deltas(), SystemTime::now());
+                }
                 if let Err(e) = self.dataplane.remove_flows(&idle) {
                     warn!(error = %e, "removing idle flows");
                 }
@@ -291,7 +300,26 @@ impl Agent {
     }
 
     pub fn graph_view(&self) -> GraphView {
-        self.tracker.graph.view()
+        let mut g = self.tracker.graph.view();
+        if let Some(b) = &self.baseline {
+            b.mark_graph(&mut g);
+        }
+        g
+    }
+
+    /// The baseline and its alerts (docs/baseline.md), unless disabled.
+    pub fn baseline(&self) -> Option<&crate::baseline::Monitor> {
+        self.baseline.as_ref()
+    }
+
+    pub fn baseline_mut(&mut self) -> Option<&mut crate::baseline::Monitor> {
+        self.baseline.as_mut()
+    }
+
+    /// Firing alerts by kind and severity and raised alerts by kind, for metrics
+    /// (`None` when the baseline is disabled).
+    pub fn alert_counts(&self) -> Option<crate::baseline::AlertCounts> {
+        self.baseline.as_ref().map(|b| b.counts())
     }
 
     pub fn recent_flows(&self, f: &FlowFilter, limit: usize) -> Vec<FlowRecord> {
@@ -350,6 +378,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         Some(address) => Some(crate::web::bind(address).await?),
         None => None,
     };
+    // Bound before the kernel is touched: a taken port fails the start cleanly.
+    let metrics = crate::metrics::server::Server::bind(&cfg.metrics).await?;
     let agent = tokio::task::spawn_blocking(move || Agent::start(cfg)).await??;
     info!(
         event = "agent_started",
@@ -363,6 +393,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let ring = agent.take_events();
     let shared: Shared = Arc::new(Mutex::new(agent));
     let server = tokio::spawn(crate::api::serve(listener, shared.clone()));
+    let metrics = metrics.map(|m| tokio::spawn(m.serve(shared.clone())));
     let web = web_listener.map(|l| tokio::spawn(crate::web::serve(l, shared.clone())));
     let poller = tokio::spawn(poll_flows_every(shared.clone(), flows_every));
     let reader = match ring {
@@ -391,12 +422,18 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
     }
     server.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(w) = web {
         w.abort();
     }
     poller.abort();
     if let Some(r) = reader {
         r.abort();
+    }
+    if let Some(b) = lock(&shared).baseline_mut() {
+        b.save();
     }
     let _ = std::fs::remove_file(&socket);
     info!(

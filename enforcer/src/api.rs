@@ -8,6 +8,10 @@
 //! | POST   | /v1/reload        |                     | [`ApplyAnswer`] or error    |
 //! | GET    | /v1/graph         | query: [`GraphQuery`] | [`GraphView`]             |
 //! | GET    | /v1/flows         | query: [`FlowsQuery`] | JSON lines of [`FlowRecord`]; `follow=true` streams |
+//! | GET    | /v1/alerts        | query: `AlertsQuery`  | JSON lines of `Alert`; `follow=true` streams |
+//! | GET    | /v1/baseline      |                     | `BaselineStatus` (also `/export`, POST `/reset`) |
+//!
+//! The `/v1/alerts` and `/v1/baseline` routes live in `crate::baseline::api`.
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status.
 use std::{
@@ -29,7 +33,7 @@ use tokio::net::UnixListener;
 use crate::{
     agent::{AgentError, Shared, lock},
     dataplane::ApplyReport,
-    flows::{FlowFilter, FlowRecord},
+    flows::FlowFilter,
     graph::{EdgeVerdict, GraphView},
     status::Status,
 };
@@ -198,6 +202,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/graph", get(graph))
         .route("/v1/flows", get(flows))
+        .merge(crate::baseline::api::routes())
         .with_state(shared)
 }
 
@@ -218,10 +223,48 @@ async fn graph(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
 }
 
-fn line(r: &FlowRecord) -> axum::body::Bytes {
+/// One JSON line.
+fn line<T: Serialize>(r: &T) -> axum::body::Bytes {
     let mut v = serde_json::to_vec(r).unwrap_or_default();
     v.push(b'\n');
     v.into()
+}
+
+/// An `application/x-ndjson` answer: `recent` as JSON lines, then, when following,
+/// every item from `live` that `matches`, until the client goes away. A follower too
+/// slow for the broadcast channel gets a `{"lagged":N}` line instead of the N items
+/// it missed.
+pub(crate) fn ndjson<T>(
+    recent: Vec<T>,
+    live: Option<tokio::sync::broadcast::Receiver<T>>,
+    matches: impl Fn(&T) -> bool + Send + Sync + 'static,
+) -> Result<Response, axum::http::Error>
+where
+    T: Serialize + Clone + Send + 'static,
+{
+    use futures_util::StreamExt as _;
+    use tokio::sync::broadcast::error::RecvError;
+    let head: Vec<Result<axum::body::Bytes, std::io::Error>> =
+        recent.iter().map(|r| Ok(line(r))).collect();
+    let head = futures_util::stream::iter(head);
+    let builder = Response::builder().header("content-type", "application/x-ndjson");
+    let Some(rx) = live else {
+        return builder.body(Body::from_stream(head));
+    };
+    let live = futures_util::stream::unfold((rx, matches), |(mut rx, matches)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(r) if matches(&r) => return Some((Ok(line(&r)), (rx, matches))),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    let msg = format!("{{\"lagged\":{n}}}\n");
+                    return Some((Ok(msg.into()), (rx, matches)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    builder.body(Body::from_stream(head.chain(live)))
 }
 
 async fn flows(
@@ -244,33 +287,7 @@ async fn flows(
         let rx = q.follow.then(|| a.subscribe_flows());
         (a.recent_flows(&filter, limit), rx)
     };
-    let head: Vec<Result<axum::body::Bytes, std::io::Error>> =
-        recent.iter().map(|r| Ok(line(r))).collect();
-    let head = futures_util::stream::iter(head);
-    let resp = match rx {
-        None => Response::builder()
-            .header("content-type", "application/x-ndjson")
-            .body(Body::from_stream(head)),
-        Some(rx) => {
-            let live = futures_util::stream::unfold((rx, filter), |(mut rx, filter)| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(r) if filter.matches(&r) => return Some((Ok(line(&r)), (rx, filter))),
-                        Ok(_) => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            let msg = format!("{{\"lagged\":{n}}}\n");
-                            return Some((Ok(msg.into()), (rx, filter)));
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            });
-            use futures_util::StreamExt as _;
-            Response::builder()
-                .header("content-type", "application/x-ndjson")
-                .body(Body::from_stream(head.chain(live)))
-        }
-    };
+    let resp = ndjson(recent, rx, move |r| filter.matches(r));
     resp.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 

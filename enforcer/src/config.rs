@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{logging::LogFormat, paths};
+use crate::{
+    logging::LogFormat,
+    metrics::{MetricsAddress, MetricsConfig},
+    paths,
+};
 
 /// Default interval between checks of the policy and inventory files for changes.
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 2000;
@@ -61,6 +65,14 @@ pub struct ConfigFile {
     /// Address (`IP:port`) of the read-only web view of the graph (docs/webview.md);
     /// unset: no web view.
     pub web_address: Option<std::net::SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen (`IP:PORT`), or `off`.
+    /// Default `127.0.0.1:9469`; see docs/metrics.md.
+    pub metrics_address: Option<MetricsAddress>,
+    /// Workloads that may have their own metric series; the rest share
+    /// `workload="_other"`. Default 256.
+    pub metrics_max_workloads: Option<usize>,
+    /// Traffic baseline and anomaly alerts (docs/baseline.md).
+    pub baseline: Option<crate::baseline::Settings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +96,8 @@ pub enum ConfigError {
     },
     #[error("instance name {0:?} is not valid: use letters, digits, '-' or '_', at most 64")]
     Instance(String),
+    #[error(transparent)]
+    Baseline(#[from] crate::baseline::BaselineError),
 }
 
 impl ConfigFile {
@@ -111,6 +125,11 @@ impl ConfigFile {
                 *p = base.join(&*p);
             }
         }
+        if let Some(f) = cfg.baseline.as_mut().and_then(|b| b.file.as_mut())
+            && f.is_relative()
+        {
+            *f = base.join(&*f);
+        }
         Ok(cfg)
     }
 }
@@ -131,6 +150,10 @@ pub struct AgentConfig {
     pub events_per_sec: u32,
     /// Where the web view listens (docs/webview.md); `None`: off.
     pub web_address: Option<std::net::SocketAddr>,
+    /// `/metrics` (docs/metrics.md).
+    pub metrics: MetricsConfig,
+    /// Traffic baseline and anomaly alerts (docs/baseline.md).
+    pub baseline: crate::baseline::Settings,
 }
 
 impl AgentConfig {
@@ -187,6 +210,21 @@ impl AgentConfig {
                 .or(file.events_per_sec)
                 .unwrap_or(enforcer_common::config::DEFAULT_EVENTS_PER_SEC),
             web_address: flags.web_address.or(file.web_address),
+            metrics: MetricsConfig {
+                address: flags
+                    .metrics_address
+                    .or(file.metrics_address)
+                    .unwrap_or_default(),
+                max_workloads: flags
+                    .metrics_max_workloads
+                    .or(file.metrics_max_workloads)
+                    .unwrap_or(crate::metrics::DEFAULT_MAX_WORKLOADS),
+            },
+            baseline: {
+                let b = flags.baseline.or(file.baseline).unwrap_or_default();
+                b.validate()?;
+                b
+            },
         })
     }
 }

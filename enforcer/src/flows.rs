@@ -239,6 +239,8 @@ pub struct FlowTracker {
     /// Flow entries idle this long are deleted from the kernel map.
     pub flow_idle: Duration,
     pub polls: u64,
+    /// The last poll's deltas, for the baseline (`take_deltas`).
+    last_deltas: Vec<Delta>,
 }
 
 impl FlowTracker {
@@ -249,12 +251,18 @@ impl FlowTracker {
             edge_ttl,
             flow_idle: Duration::from_secs(30),
             polls: 0,
+            last_deltas: Vec::new(),
         }
     }
 
     /// Flows seen in the last poll.
     pub fn tracked(&self) -> usize {
         self.prev.len()
+    }
+
+    /// The deltas of the last poll (once): what the baseline detectors learn from.
+    pub fn take_deltas(&mut self) -> Vec<Delta> {
+        std::mem::take(&mut self.last_deltas)
     }
 
     /// Turns one snapshot of the flow map into graph deltas; returns the keys of
@@ -349,6 +357,7 @@ impl FlowTracker {
         self.prev = seen;
         let nodes: Vec<Node> = nodes.into_values().collect();
         self.graph.apply(&nodes, &deltas, interval.as_secs_f64());
+        self.last_deltas = deltas;
         if let Some(cutoff) = SystemTime::now().checked_sub(self.edge_ttl) {
             self.graph.expire(cutoff);
         }

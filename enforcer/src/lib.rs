@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
@@ -15,6 +16,7 @@ pub mod graph;
 pub mod identity;
 pub mod inventory;
 pub mod logging;
+pub mod metrics;
 pub mod netns;
 pub mod paths;
 pub mod policy;

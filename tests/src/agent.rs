@@ -108,6 +108,7 @@ impl Agent {
             .arg(&self.policy)
             .args(["--poll-interval-ms", &self.poll_ms.to_string()])
             .args(&self.extra)
+            .args(self.isolation_args())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -136,6 +137,19 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Keeps the agent's baseline file inside this test's directory (not in
+    /// /var/lib/enforcer), unless the test chose it itself. (The metrics listener
+    /// needs nothing: the agent listens inside the lab's host namespace.)
+    fn isolation_args(&self) -> Vec<String> {
+        let given = |flag: &str| self.extra.iter().any(|a| a.starts_with(flag));
+        let mut args = Vec::new();
+        if !given("--baseline-file") && !given("--no-baseline") {
+            args.push("--baseline-file".to_owned());
+            args.push(self.dir.path().join("baseline.json").display().to_string());
+        }
+        args
     }
 
     pub fn log_text(&self) -> String {

@@ -77,6 +77,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let apt = setup.apt_packages();
     setup.bpf_linker(stable && apt);
+    setup.dashboard_check_packages(&workspace);
     setup.python_tools(apt);
     setup.runtime_checks();
     if setup.failures == 0 {
@@ -431,6 +432,57 @@ impl Setup {
             }
             (Ok(()), Some(p)) => self.fail(&what, &p),
             (Err(e), _) => self.fail(&what, &e),
+        }
+    }
+
+    /// The npm packages `cargo xtask test` type-checks the Grafana dashboards with
+    /// (`dashboards/check`: @grafana/schema and TypeScript, pinned by its package-lock.json),
+    /// and Node.js/npm to run them (Debian's, if the machine has none).
+    fn dashboard_check_packages(&mut self, workspace: &Path) {
+        let dir = workspace.join("dashboards/check");
+        let what = "npm packages for the dashboard check (dashboards/check)";
+        if find_in_path("npm").is_none() {
+            if self.check || !self.root {
+                self.missing(what, "node and npm are not installed");
+                return;
+            }
+            self.busy("apt-get install nodejs npm");
+            let mut apt = Command::new("apt-get");
+            apt.args(["install", "-y", "--no-install-recommends", "nodejs", "npm"])
+                .env("DEBIAN_FRONTEND", "noninteractive");
+            if let Err(e) = self.run(&mut apt) {
+                self.fail(what, &e);
+                return;
+            }
+        }
+        // Installed, and not older than the lock file: nothing to do.
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let lock = modified(&dir.join("package-lock.json"));
+        let installed = modified(&dir.join("node_modules/.package-lock.json"));
+        let complete = [
+            "node_modules/typescript/bin/tsc",
+            "node_modules/@grafana/schema/package.json",
+        ]
+        .iter()
+        .all(|f| dir.join(f).is_file());
+        if complete && lock.is_some() && installed >= lock {
+            self.ok(what);
+            return;
+        }
+        if self.check {
+            self.missing(what, "not installed or older than package-lock.json");
+            return;
+        }
+        self.busy(&format!("npm ci in {}", dir.display()));
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir);
+        match self.run(&mut npm) {
+            Ok(()) => self.installed(what),
+            Err(e) => self.fail(
+                what,
+                &format!("{e}; check that the npm registry is reachable"),
+            ),
         }
     }
 

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: every check CI runs, in order: format, lints (userspace and
-//! the eBPF crate with its own toolchain), unprivileged unit tests, then the
+//! the eBPF crate with its own toolchain), unprivileged unit tests, the Prometheus
+//! rule tests and the dashboard type check, then the
 //! privileged end-to-end tests (root; each in its own lab of network namespaces).
 //! All steps run even after a failure; the summary says which failed.
 use std::{
@@ -104,6 +105,39 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     ]);
     steps.push(Step {
         name: "unit tests",
+        cmd: c,
+    });
+    // Prometheus rules: syntax, then the unit tests of every alert (dashboards/rules/tests).
+    let rules = root.join("dashboards/rules");
+    let mut c = Command::new("promtool");
+    c.args(["check", "rules"])
+        .arg(rules.join("enforcer.rules.yaml"));
+    steps.push(Step {
+        name: "promtool check rules",
+        cmd: c,
+    });
+    let mut rule_tests: Vec<_> = std::fs::read_dir(rules.join("tests"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    rule_tests.retain(|p| p.extension().is_some_and(|x| x == "yaml"));
+    rule_tests.sort();
+    if rule_tests.is_empty() {
+        bail!(
+            "no promtool rule tests in {}",
+            rules.join("tests").display()
+        );
+    }
+    let mut c = Command::new("promtool");
+    c.args(["test", "rules"]).args(&rule_tests);
+    steps.push(Step {
+        name: "promtool test rules",
+        cmd: c,
+    });
+    // Grafana dashboards against @grafana/schema (`cargo xtask setup` installs it).
+    let mut c = Command::new("npm");
+    c.args(["--prefix", "dashboards/check", "run", "check"]);
+    steps.push(Step {
+        name: "dashboards type-check (@grafana/schema)",
         cmd: c,
     });
     if !args.unprivileged {

@@ -53,6 +53,16 @@ pub struct Args {
     /// authentication, so keep it on localhost and reach it through a tunnel.
     #[arg(long, value_name = "IP:PORT")]
     pub web_address: Option<std::net::SocketAddr>,
+    /// Where /metrics, /healthz and /readyz listen (IP:PORT), or `off`
+    /// [default: 127.0.0.1:9469]. See docs/metrics.md.
+    #[arg(long, value_name = "IP:PORT|off")]
+    pub metrics_address: Option<crate::metrics::MetricsAddress>,
+    /// Workloads that may have their own metric series; the others are summed into
+    /// workload="_other" [default: 256].
+    #[arg(long, value_name = "N")]
+    pub metrics_max_workloads: Option<usize>,
+    #[command(flatten)]
+    pub baseline: super::baseline::AgentFlags,
 }
 
 pub fn execute(cli: &super::Cli, a: &Args) -> u8 {
@@ -83,6 +93,9 @@ pub fn execute(cli: &super::Cli, a: &Args) -> u8 {
         flow_log: a.flow_log,
         events_per_sec: a.events_per_sec,
         web_address: a.web_address,
+        metrics_address: a.metrics_address,
+        metrics_max_workloads: a.metrics_max_workloads,
+        baseline: a.baseline.merge(file.baseline.as_ref()),
     };
     let cfg = match AgentConfig::resolve(file, flags) {
         Ok(c) => c,

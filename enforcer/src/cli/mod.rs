@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{logging::LogFormat, paths};
 
 pub mod agent;
+pub mod alerts;
+pub mod baseline;
 pub mod cleanup;
 pub mod flows;
 pub mod graph;
@@ -53,6 +55,9 @@ pub enum Command {
     #[command(subcommand)]
     Policy(policy::Command),
     Cleanup(cleanup::Args),
+    Alerts(alerts::Args),
+    #[command(subcommand)]
+    Baseline(baseline::Command),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -88,6 +93,8 @@ pub fn execute(cli: Cli) -> u8 {
         Command::Flows(a) => flows::execute(&cli, a),
         Command::Policy(c) => policy::execute(&cli, c),
         Command::Cleanup(a) => cleanup::execute(&cli, a),
+        Command::Alerts(a) => alerts::execute(&cli, a),
+        Command::Baseline(c) => baseline::execute(&cli, c),
     }
 }
 

@@ -1,0 +1,253 @@
+use super::*;
+
+const MIN: u64 = 60_000;
+
+fn settings(learning_min: u64) -> Settings {
+    Settings {
+        learning_secs: learning_min * 60,
+        ..Settings::default()
+    }
+}
+
+fn steady(bytes: u64) -> EdgeSample {
+    EdgeSample {
+        bytes,
+        packets: bytes / 500,
+        connections: 3,
+        ..EdgeSample::default()
+    }
+}
+
+fn iv(i: u64, edges: Vec<(EdgeRef, EdgeSample)>) -> Interval {
+    Interval {
+        start_ms: i * MIN,
+        secs: 60.0,
+        edges,
+    }
+}
+
+/// A little jitter so the deviation is not zero.
+fn jitter(i: u64) -> u64 {
+    100_000 + (i % 5) * 2000
+}
+
+#[test]
+fn learning_then_new_edge_and_new_port_deduplicated() {
+    let mut e = Engine::new(&settings(10));
+    let ab = EdgeRef::new("a", "b", 6, 80);
+    for i in 0..10 {
+        assert!(
+            e.observe(&iv(i, vec![(ab.clone(), steady(jitter(i)))]))
+                .is_empty()
+        );
+    }
+    assert!(!e.learning(10 * MIN));
+    // a → b on two new ports in one interval: one new_port alert; a → c: new_edge.
+    let out = e.observe(&iv(
+        10,
+        vec![
+            (ab.clone(), steady(jitter(10))),
+            (EdgeRef::new("a", "b", 6, 81), steady(1000)),
+            (EdgeRef::new("a", "b", 17, 53), steady(1000)),
+            (EdgeRef::new("a", "c", 6, 80), steady(1000)),
+        ],
+    ));
+    let kinds: Vec<(AlertKind, f64)> = out.iter().map(|a| (a.kind, a.observed)).collect();
+    assert_eq!(
+        kinds,
+        vec![(AlertKind::NewEdge, 1.0), (AlertKind::NewPort, 2.0)],
+        "{out:#?}"
+    );
+    assert!(out[1].summary.contains("UDP/53"), "{}", out[1].summary);
+    assert_eq!(out[0].workloads, vec!["a".to_string(), "c".to_string()]);
+    // Known now: no second alert; resolved after the hold time (5 min).
+    let mut resolved = Vec::new();
+    for i in 11..20 {
+        let edges = vec![
+            (ab.clone(), steady(jitter(i))),
+            (EdgeRef::new("a", "c", 6, 80), steady(1000)),
+        ];
+        for a in e.observe(&iv(i, edges)) {
+            assert_eq!(a.state, AlertState::Resolved, "{a:?}");
+            resolved.push(a);
+        }
+    }
+    assert_eq!(resolved.len(), 2);
+    assert_eq!(resolved[0].end_ms, Some(16 * MIN));
+}
+
+#[test]
+fn world_prefixes_on_a_known_port_are_not_new() {
+    let mut e = Engine::new(&settings(5));
+    let w1 = EdgeRef::new("a", "world:192.0.2.0/24", 6, 443);
+    for i in 0..5 {
+        e.observe(&iv(i, vec![(w1.clone(), steady(10_000))]));
+    }
+    let w2 = EdgeRef::new("a", "world:198.51.100.0/24", 6, 443);
+    assert!(e.observe(&iv(5, vec![(w2, steady(10_000))])).is_empty());
+    let w3 = EdgeRef::new("a", "world:198.51.100.0/24", 6, 22);
+    let out = e.observe(&iv(6, vec![(w3, steady(10_000))]));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].kind, AlertKind::NewPort);
+}
+
+#[test]
+fn spike_needs_k_intervals_and_clears_with_hysteresis() {
+    let mut e = Engine::new(&settings(30));
+    let ab = EdgeRef::new("a", "b", 6, 80);
+    let mut i = 0;
+    while i < 60 {
+        assert!(
+            e.observe(&iv(i, vec![(ab.clone(), steady(jitter(i)))]))
+                .is_empty()
+        );
+        i += 1;
+    }
+    // One interval ×10: nothing yet (k = 2); the second fires.
+    assert!(
+        e.observe(&iv(i, vec![(ab.clone(), steady(1_000_000))]))
+            .is_empty()
+    );
+    let out = e.observe(&iv(i + 1, vec![(ab.clone(), steady(2_000_000))]));
+    let spikes: Vec<&Alert> = out.iter().filter(|a| a.edge.is_some()).collect();
+    assert_eq!(spikes.len(), 1, "{out:#?}");
+    let a = spikes[0];
+    assert_eq!((a.kind, a.severity), (AlertKind::Spike, Severity::Critical));
+    assert_eq!(a.start_ms, i * MIN);
+    assert_eq!(a.detected_ms, (i + 2) * MIN);
+    // The workload totals spiked too, but the edge alert explains them.
+    assert!(out.iter().all(|a| a.edge.is_some()), "{out:#?}");
+    // Back to normal: resolved after 3 calm intervals, with the peak observed.
+    let mut end = None;
+    for j in i + 2..i + 8 {
+        for a in e.observe(&iv(j, vec![(ab.clone(), steady(jitter(j)))])) {
+            assert_eq!(a.state, AlertState::Resolved);
+            end = Some((j, a));
+        }
+    }
+    let (j, a) = end.expect("resolved");
+    assert_eq!(j, i + 4);
+    assert!(a.observed > 30_000.0, "peak kept: {}", a.observed);
+}
+
+#[test]
+fn a_busy_edge_going_silent_fires_after_three_intervals() {
+    let mut e = Engine::new(&settings(30));
+    let ab = EdgeRef::new("a", "b", 6, 80);
+    for i in 0..60 {
+        e.observe(&iv(i, vec![(ab.clone(), steady(jitter(i)))]));
+    }
+    let mut fired = Vec::new();
+    for i in 60..66 {
+        fired.extend(e.observe(&iv(i, vec![])).into_iter().map(|a| (i, a)));
+    }
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    let (i, a) = &fired[0];
+    assert_eq!((*i, a.kind), (62, AlertKind::Silence));
+    assert_eq!(a.start_ms, 60 * MIN);
+    assert!(a.expected > 3.0 && a.observed == 0.0, "{a:?}");
+}
+
+#[test]
+fn deny_burst_and_scan_are_per_workload_and_per_source() {
+    let mut e = Engine::new(&settings(30));
+    let ab = EdgeRef::new("a", "b", 6, 80);
+    for i in 0..40 {
+        e.observe(&iv(i, vec![(ab.clone(), steady(jitter(i)))]));
+    }
+    let mut edges = vec![(ab.clone(), steady(jitter(40)))];
+    for port in 1000..1200 {
+        edges.push((
+            EdgeRef::new("a", "b", 6, port),
+            EdgeSample {
+                bytes: 60,
+                packets: 1,
+                denied_packets: 1,
+                denied_connections: 1,
+                ..EdgeSample::default()
+            },
+        ));
+    }
+    let out = e.observe(&iv(40, edges));
+    let kinds: Vec<AlertKind> = out.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![AlertKind::DenyBurst, AlertKind::FanOut],
+        "{out:#?}"
+    );
+    assert_eq!(out[1].source.as_deref(), Some("a"));
+    // 200 scanned ports and the usual port 80 (it opened connections too).
+    assert_eq!(out[1].observed, 201.0);
+    assert_eq!(out[0].workloads, vec!["a".to_string()]);
+    // The scanned ports were not learnt as edges.
+    assert_eq!(e.edge_count(), 1);
+    assert_eq!(e.stats.new_edges_suppressed, 200);
+}
+
+#[test]
+fn edges_are_capped_and_memory_per_edge_is_bounded() {
+    let s = Settings {
+        max_edges: 100,
+        learning_secs: 3 * 3600,
+        ..Settings::default()
+    };
+    let mut e = Engine::new(&s);
+    // 100 steady edges for two hours (profiles allocated), then 50 more.
+    let edges: Vec<EdgeRef> = (0..100)
+        .map(|k| EdgeRef::new(&format!("w{k}"), "db", 6, 5432))
+        .collect();
+    for i in 0..120 {
+        e.observe(&iv(
+            i,
+            edges
+                .iter()
+                .map(|x| (x.clone(), steady(jitter(i))))
+                .collect(),
+        ));
+    }
+    let per_edge = e.memory().edges / e.edge_count();
+    println!("memory per edge with profiles: {per_edge} bytes");
+    let file = serde_json::to_vec(&e.to_file(0)).expect("json");
+    println!(
+        "baseline file per edge: {} bytes",
+        file.len() / e.edge_count()
+    );
+    assert!(per_edge < 3600, "{per_edge} bytes per edge");
+    let more: Vec<(EdgeRef, EdgeSample)> = (0..50)
+        .map(|k| (EdgeRef::new("x", &format!("y{k}"), 6, 80), steady(1000)))
+        .collect();
+    e.observe(&iv(120, more));
+    assert_eq!(e.edge_count(), 100);
+    assert_eq!(e.stats.edges_evicted, 50);
+}
+
+#[test]
+fn reset_forgets_and_resolves() {
+    let mut e = Engine::new(&settings(1));
+    let ab = EdgeRef::new("a", "b", 6, 80);
+    e.observe(&iv(0, vec![(ab.clone(), steady(1000))]));
+    let out = e.observe(&iv(1, vec![(EdgeRef::new("a", "c", 6, 80), steady(1000))]));
+    assert_eq!(out.len(), 1);
+    let gone = e.reset(2 * MIN);
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].state, AlertState::Resolved);
+    assert_eq!(e.edge_count(), 0);
+    assert!(e.learning(3 * MIN));
+}
+
+#[test]
+fn memory_of_a_short_lived_edge_is_small() {
+    let mut e = Engine::new(&settings(1));
+    let edges: Vec<(EdgeRef, EdgeSample)> = (0..100)
+        .map(|k| {
+            (
+                EdgeRef::new("client", &format!("world:10.{k}.0.0/24"), 6, 443),
+                steady(1000),
+            )
+        })
+        .collect();
+    e.observe(&iv(0, edges));
+    let per_edge = e.memory().edges / e.edge_count();
+    println!("memory per edge without profiles: {per_edge} bytes");
+    assert!(per_edge < 600, "{per_edge}");
+}

@@ -1,0 +1,187 @@
+//! Fan-out and scan detection: per source node, the distinct targets (peer,
+//! protocol, port) and distinct peers it opened flows to (or was denied) over a
+//! sliding window, in bounded sets; compared with the source's own learned peak, so a
+//! scraper that always reaches 200 pods is normal and a client that suddenly reaches
+//! 200 ports is not.
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{EdgeRef, settings::Detectors};
+
+/// Distinct targets (and peers) remembered per source; a scan past it saturates.
+pub const MAX_TARGETS: usize = 4096;
+/// Sources watched at once, and learned peaks kept.
+pub const MAX_SOURCES: usize = 8192;
+/// Time constant of the learned peak's decay.
+const PEAK_MEMORY_MS: f64 = 86_400_000.0;
+
+/// The learned peak of one source (persisted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Peak {
+    pub targets: f32,
+    pub peers: f32,
+    pub last_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    targets: HashMap<u64, u64>,
+    peers: HashMap<u64, u64>,
+}
+
+/// One source's window after an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FanoutObs {
+    pub source: String,
+    pub targets: u32,
+    pub peers: u32,
+    pub target_threshold: f64,
+    pub peer_threshold: f64,
+    /// The source's learnt peaks (before this interval).
+    pub peak_targets: f64,
+    pub peak_peers: f64,
+    /// Over either threshold.
+    pub beyond: bool,
+    /// Below half of both thresholds (hysteresis).
+    pub calm: bool,
+}
+
+/// All sources.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    windows: HashMap<String, Window>,
+    pub peaks: HashMap<String, Peak>,
+    /// Sources not watched because `MAX_SOURCES` were.
+    pub sources_dropped: u64,
+}
+
+fn hash(v: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+impl Fanout {
+    /// Adds one interval's contacts (edges with new or denied flows) and returns the
+    /// state of every source with a non-empty window. Peaks learn from intervals that
+    /// are not beyond the threshold (always while `learning`).
+    pub fn observe<'a>(
+        &mut self,
+        end_ms: u64,
+        secs: f64,
+        contacts: impl Iterator<Item = &'a EdgeRef>,
+        learning: bool,
+        d: &Detectors,
+    ) -> Vec<FanoutObs> {
+        for e in contacts {
+            if !self.windows.contains_key(&e.src) && self.windows.len() >= MAX_SOURCES {
+                self.sources_dropped += 1;
+                continue;
+            }
+            let w = self.windows.entry(e.src.clone()).or_default();
+            let t = hash((&e.dst, e.proto, e.port));
+            if w.targets.len() < MAX_TARGETS || w.targets.contains_key(&t) {
+                w.targets.insert(t, end_ms);
+            }
+            let p = hash(&e.dst);
+            if w.peers.len() < MAX_TARGETS || w.peers.contains_key(&p) {
+                w.peers.insert(p, end_ms);
+            }
+        }
+        let cutoff = end_ms.saturating_sub(d.fanout_window_secs.saturating_mul(1000));
+        let decay = (-(secs * 1000.0) / PEAK_MEMORY_MS).exp();
+        let mut out = Vec::new();
+        self.windows.retain(|src, w| {
+            w.targets.retain(|_, t| *t > cutoff);
+            w.peers.retain(|_, t| *t > cutoff);
+            if w.targets.is_empty() {
+                return false;
+            }
+            let (nt, np) = (w.targets.len() as u32, w.peers.len() as u32);
+            let peak = self.peaks.get(src).copied().unwrap_or_default();
+            let tt = f64::from(d.fanout_min_targets).max(d.fanout_ratio * f64::from(peak.targets));
+            let tp = f64::from(d.fanout_min_peers).max(d.fanout_ratio * f64::from(peak.peers));
+            let beyond = f64::from(nt) >= tt || f64::from(np) >= tp;
+            if learning || !beyond {
+                let p = self.peaks.entry(src.clone()).or_default();
+                p.targets = (p.targets * decay as f32).max(nt as f32);
+                p.peers = (p.peers * decay as f32).max(np as f32);
+                p.last_ms = end_ms;
+            }
+            out.push(FanoutObs {
+                source: src.clone(),
+                targets: nt,
+                peers: np,
+                target_threshold: tt,
+                peer_threshold: tp,
+                peak_targets: f64::from(peak.targets),
+                peak_peers: f64::from(peak.peers),
+                beyond,
+                calm: f64::from(nt) < tt / 2.0 && f64::from(np) < tp / 2.0,
+            });
+            true
+        });
+        if self.peaks.len() > MAX_SOURCES {
+            let mut by_age: Vec<(u64, String)> = self
+                .peaks
+                .iter()
+                .map(|(k, p)| (p.last_ms, k.clone()))
+                .collect();
+            by_age.sort();
+            for (_, k) in by_age.iter().take(self.peaks.len() - MAX_SOURCES) {
+                self.peaks.remove(k);
+            }
+        }
+        out.sort_by(|a, b| a.source.cmp(&b.source));
+        out
+    }
+
+    /// Sources with a live window.
+    pub fn watched(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.windows
+            .values()
+            .map(|w| 16 * (w.targets.capacity() + w.peers.capacity()))
+            .sum::<usize>()
+            + self.peaks.capacity() * 64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_scan_is_beyond_and_a_learnt_scraper_is_not() {
+        let d = Detectors::default();
+        let mut f = Fanout::default();
+        // While learning, "scraper" reaches 100 peers every minute.
+        let scrape: Vec<EdgeRef> = (0..100)
+            .map(|i| EdgeRef::new("scraper", &format!("pod{i}"), 6, 9090))
+            .collect();
+        for i in 0..10u64 {
+            f.observe(i * 60_000, 60.0, scrape.iter(), true, &d);
+        }
+        let obs = f.observe(11 * 60_000, 60.0, scrape.iter(), false, &d);
+        assert!(!obs[0].beyond, "{obs:?}");
+        // "client" suddenly hits 300 ports of one peer.
+        let scan: Vec<EdgeRef> = (1..=300)
+            .map(|p| EdgeRef::new("client", "web", 6, p))
+            .collect();
+        let obs = f.observe(12 * 60_000, 60.0, scan.iter(), false, &d);
+        let c = obs.iter().find(|o| o.source == "client").expect("client");
+        assert!(c.beyond && c.targets == 300 && c.peers == 1);
+        // The window (5 minutes) slides: later it is empty and forgotten.
+        let obs = f.observe(18 * 60_000, 60.0, std::iter::empty(), false, &d);
+        assert!(obs.is_empty());
+        assert_eq!(f.watched(), 0);
+        assert!(f.peaks["scraper"].peers >= 99.0);
+    }
+}

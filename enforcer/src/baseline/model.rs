@@ -1,0 +1,498 @@
+//! The robust seasonal rate model of one subject (an edge or a workload's total).
+//!
+//! Each metric (bytes/s, packets/s, new connections/s) is modelled in log space,
+//! `y = ln((count + c) / secs)` with a small pseudo-count `c`, and only over intervals
+//! in which the subject was active: an edge used by an hourly job is judged on what
+//! it carries while it runs, and separately on how often it runs (`activity`).
+//!
+//! Expected value: `level + season + fast` (Holt-Winters style, two time scales).
+//! `level` is a slow, deseasonalised EWMA (`slowLevelWindowSecs`, 3 days). `season`
+//! is the hour-of-week offset once the subject has `weeklyAfterDays` (7) of history,
+//! else the hour-of-day offset after `dailyAfterDays` (2), else 0: the non-seasonal
+//! fallback. Both profiles learn from the first hour on, each bucket a running mean
+//! of `y - level` until its memory is reached, then an EWMA. `fast` follows what the
+//! two leave unexplained (`levelWindowSecs`, 1 hour): before the profiles are used it
+//! is the level that tracks the day; afterwards it absorbs a lasting change, which
+//! becomes normal within a few hours. Scale: an EWMA of the absolute deviation
+//! (`×1.2533 ≈ σ` for normal noise, `deviationWindowSecs`), never below `scaleFloor`,
+//! nor below the counting noise of the expected packets or connections per interval
+//! (`1/√(λ+1)`). Updates are robust: an observation is clipped to 3σ before it moves
+//! anything, so an anomaly barely moves its own baseline.
+//!
+//! Memory: 3 metrics × 5 words, and, once the subject is an hour old and has been
+//! active for 10 intervals, 3 × (24 + 168) profile values, 24 activity values and
+//! 24 + 168 bucket counts: ≈ 3 KiB per subject (see `docs/baseline.md`).
+use serde::{Deserialize, Serialize};
+
+use super::settings::Detectors;
+
+/// Hour-of-day buckets.
+pub const DAY: usize = 24;
+/// Hour-of-week buckets (0 = Monday 00:00 UTC).
+pub const WEEK: usize = 168;
+
+/// The hour of day (UTC) of a Unix time in milliseconds.
+pub fn hour_of_day(ms: u64) -> usize {
+    ((ms / 3_600_000) % DAY as u64) as usize
+}
+
+/// The hour of the week (UTC, Monday 00:00 is 0): the epoch was a Thursday.
+pub fn hour_of_week(ms: u64) -> usize {
+    ((ms / 3_600_000 + 72) % WEEK as u64) as usize
+}
+
+/// A rate the model learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Bytes,
+    Packets,
+    Connections,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 3] = [Metric::Bytes, Metric::Packets, Metric::Connections];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::Bytes => "bytes/s",
+            Metric::Packets => "packets/s",
+            Metric::Connections => "connections/s",
+        }
+    }
+
+    /// Pseudo-count added before the logarithm (an empty interval is finite).
+    pub fn pseudo(self) -> f64 {
+        match self {
+            Metric::Bytes => 100.0,
+            Metric::Packets | Metric::Connections => 1.0,
+        }
+    }
+
+    /// Log rate of `count` over `secs`.
+    pub fn y(self, count: f64, secs: f64) -> f64 {
+        ((count.max(0.0) + self.pseudo()) / secs.max(1e-3)).ln()
+    }
+
+    /// Rate (per second) of a log rate.
+    pub fn rate(self, y: f64, secs: f64) -> f64 {
+        (y.exp() - self.pseudo() / secs.max(1e-3)).max(0.0)
+    }
+}
+
+/// Model constants for one interval length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    pub alpha_fast: f64,
+    pub alpha_slow: f64,
+    pub alpha_dev: f64,
+    pub alpha_daily: f64,
+    pub alpha_weekly: f64,
+    pub daily_after_ms: u64,
+    pub weekly_after_ms: u64,
+    pub scale_floor: f64,
+    pub min_samples: u32,
+}
+
+impl Params {
+    pub fn new(d: &Detectors, interval_secs: f64) -> Self {
+        let a = |window_secs: f64| (interval_secs / window_secs.max(1.0)).min(1.0);
+        Self {
+            alpha_fast: a(d.level_window_secs as f64),
+            alpha_slow: a(d.slow_level_window_secs as f64),
+            alpha_dev: a(d.deviation_window_secs as f64),
+            // A bucket gets 3600/interval samples per day (per week for weekly).
+            alpha_daily: a(3600.0 * d.daily_memory_days),
+            alpha_weekly: a(3600.0 * d.weekly_memory_weeks),
+            daily_after_ms: u64::from(d.daily_after_days) * 86_400_000,
+            weekly_after_ms: u64::from(d.weekly_after_days) * 86_400_000,
+            scale_floor: d.scale_floor,
+            min_samples: d.min_samples,
+        }
+    }
+}
+
+/// Which profile a prediction used.
+pub const NO_PROFILE: u8 = 0;
+pub const DAILY: u8 = 1;
+pub const WEEKLY: u8 = 2;
+
+/// One metric of one subject, in log space: expected `level + season + fast`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// Slow, deseasonalised level.
+    pub level: f32,
+    /// Short-term departure from `level + season` (follows a lasting change).
+    pub fast: f32,
+    pub dev: f32,
+    /// Samples learnt.
+    pub n: u32,
+    /// The profile the last prediction used.
+    #[serde(default)]
+    pub mode: u8,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub daily: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weekly: Vec<f32>,
+}
+
+/// What a series expects for one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Expect {
+    pub y: f64,
+    pub season: f64,
+    pub sigma: f64,
+    pub mode: u8,
+}
+
+impl Series {
+    fn season_of(&self, mode: u8, t_ms: u64) -> f64 {
+        match mode {
+            WEEKLY if self.weekly.len() == WEEK => f64::from(self.weekly[hour_of_week(t_ms)]),
+            DAILY if self.daily.len() == DAY => f64::from(self.daily[hour_of_day(t_ms)]),
+            _ => 0.0,
+        }
+    }
+
+    fn mode_for(&self, age_ms: u64, p: &Params) -> u8 {
+        if age_ms >= p.weekly_after_ms && self.weekly.len() == WEEK {
+            WEEKLY
+        } else if age_ms >= p.daily_after_ms && self.daily.len() == DAY {
+            DAILY
+        } else {
+            NO_PROFILE
+        }
+    }
+
+    pub fn expect(&self, age_ms: u64, t_ms: u64, p: &Params) -> Expect {
+        let mode = self.mode_for(age_ms, p);
+        let season = self.season_of(mode, t_ms);
+        Expect {
+            y: f64::from(self.level) + season + f64::from(self.fast),
+            season,
+            sigma: (1.2533 * f64::from(self.dev)).max(p.scale_floor),
+            mode,
+        }
+    }
+
+    /// Learns `y` given what was expected of it; `n_day` and `n_week` are the samples
+    /// the current hour-of-day and hour-of-week buckets have seen (this one included).
+    pub fn update(&mut self, y: f64, ex: &Expect, t_ms: u64, p: &Params, n_day: u16, n_week: u16) {
+        self.n = self.n.saturating_add(1);
+        if self.n == 1 {
+            self.level = y as f32;
+            return;
+        }
+        if ex.mode != self.mode {
+            // The prediction switched to a better-informed profile: what the short-term
+            // level followed (the day's shape, a quiet weekend) is the profile's now.
+            self.fast = 0.0;
+            self.mode = ex.mode;
+        }
+        let e = y - ex.y;
+        let robust = self.n > p.min_samples;
+        let (ec, ed) = if robust {
+            (
+                e.clamp(-3.0 * ex.sigma, 3.0 * ex.sigma),
+                e.abs().min(4.0 * ex.sigma),
+            )
+        } else {
+            (e, e.abs())
+        };
+        let yc = ex.y + ec;
+        let level0 = f64::from(self.level);
+        let n = f64::from(self.n);
+        let a_slow = p.alpha_slow.max(1.0 / n);
+        let a_dev = p.alpha_dev.max(1.0 / (n - 1.0));
+        self.fast = (f64::from(self.fast) + p.alpha_fast * ec) as f32;
+        self.level = (level0 + a_slow * (yc - ex.season - level0)) as f32;
+        self.dev = (f64::from(self.dev) + a_dev * (ed - f64::from(self.dev))) as f32;
+        // The profiles learn what the slow level does not explain.
+        let resid = yc - level0;
+        let learn = |b: &mut f32, alpha: f64, count: u16| {
+            let a = alpha.max(1.0 / f64::from(count.max(1)));
+            *b = (f64::from(*b) + a * (resid - f64::from(*b))) as f32;
+        };
+        if self.daily.len() == DAY {
+            learn(&mut self.daily[hour_of_day(t_ms)], p.alpha_daily, n_day);
+        }
+        if self.weekly.len() == WEEK {
+            learn(&mut self.weekly[hour_of_week(t_ms)], p.alpha_weekly, n_week);
+        }
+    }
+
+    /// Whether every value is finite and every profile has its size.
+    pub fn is_valid(&self) -> bool {
+        self.level.is_finite()
+            && self.fast.is_finite()
+            && self.dev.is_finite()
+            && self.dev >= 0.0
+            && self.mode <= WEEKLY
+            && (self.daily.is_empty() || self.daily.len() == DAY)
+            && (self.weekly.is_empty() || self.weekly.len() == WEEK)
+            && self.daily.iter().chain(&self.weekly).all(|v| v.is_finite())
+    }
+}
+
+/// Intervals of an idle run during which the activity share is not lowered (it is
+/// once traffic resumes, or past this): silence is judged on the activity before.
+pub const IDLE_DEFER: u32 = 30;
+
+/// A subject's model: three metrics and how often it is active.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateModel {
+    /// First observation, ms since the epoch: the age decides which profile is used.
+    pub first_ms: u64,
+    pub intervals: u32,
+    pub active_intervals: u32,
+    /// Share of intervals with traffic (EWMA).
+    pub activity: f32,
+    /// Current run of idle intervals.
+    #[serde(default)]
+    pub idle_run: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activity_daily: Vec<f32>,
+    /// Active samples per hour-of-day and hour-of-week bucket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub daily_n: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weekly_n: Vec<u16>,
+    pub series: [Series; 3],
+}
+
+/// What a model expects for one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Forecast {
+    pub secs: f64,
+    pub expect: [Expect; 3],
+    /// Expected share of active intervals at this time.
+    pub activity: f64,
+    /// Active intervals learnt.
+    pub samples: u32,
+    /// Time since the subject was first seen.
+    pub age_ms: u64,
+}
+
+impl Forecast {
+    /// Expected rate per second while active.
+    pub fn rate(&self, m: Metric) -> f64 {
+        m.rate(self.expect[m.index()].y, self.secs)
+    }
+
+    /// Robust z-score of an observed count.
+    pub fn z(&self, m: Metric, count: f64) -> f64 {
+        let ex = &self.expect[m.index()];
+        (m.y(count, self.secs) - ex.y) / ex.sigma
+    }
+}
+
+/// Counting noise of a log count whose expected value is `lambda`.
+pub fn counting_sigma(lambda: f64) -> f64 {
+    1.0 / (lambda.max(0.0) + 1.0).sqrt()
+}
+
+impl RateModel {
+    pub fn new(first_ms: u64) -> Self {
+        Self {
+            first_ms,
+            ..Self::default()
+        }
+    }
+
+    pub fn forecast(&self, t_ms: u64, secs: f64, p: &Params) -> Forecast {
+        let age = t_ms.saturating_sub(self.first_ms);
+        let mut expect = [Expect::default(); 3];
+        for m in Metric::ALL {
+            expect[m.index()] = self.series[m.index()].expect(age, t_ms, p);
+        }
+        let packets = &expect[Metric::Packets.index()];
+        let sp = counting_sigma(packets.y.exp() * secs - 1.0);
+        for m in [Metric::Bytes, Metric::Packets] {
+            let s = &mut expect[m.index()].sigma;
+            *s = s.max(sp);
+        }
+        let conns = &mut expect[Metric::Connections.index()];
+        conns.sigma = conns.sigma.max(counting_sigma(conns.y.exp() * secs - 1.0));
+        let activity = if age >= p.daily_after_ms && self.activity_daily.len() == DAY {
+            self.activity_daily[hour_of_day(t_ms)]
+        } else {
+            self.activity
+        };
+        Forecast {
+            secs,
+            expect,
+            activity: f64::from(activity),
+            samples: self.series[Metric::Packets.index()].n,
+            age_ms: age,
+        }
+    }
+
+    fn learn_activity(&mut self, t_ms: u64, a: f64, p: &Params) {
+        let a_act = p.alpha_dev.max(1.0 / f64::from(self.intervals.max(1)));
+        self.activity = (f64::from(self.activity) + a_act * (a - f64::from(self.activity))) as f32;
+        if self.activity_daily.len() == DAY {
+            let b = &mut self.activity_daily[hour_of_day(t_ms)];
+            *b = (f64::from(*b) + p.alpha_daily * (a - f64::from(*b))) as f32;
+        }
+    }
+
+    /// Learns one interval: `counts` per metric, `active` whether there was traffic.
+    pub fn update(&mut self, t_ms: u64, counts: [f64; 3], active: bool, fc: &Forecast, p: &Params) {
+        self.intervals = self.intervals.saturating_add(1);
+        if !active {
+            self.idle_run = self.idle_run.saturating_add(1);
+            if self.idle_run > IDLE_DEFER {
+                self.learn_activity(t_ms, 0.0, p);
+            }
+            return;
+        }
+        for _ in 0..self.idle_run.min(IDLE_DEFER) {
+            self.learn_activity(t_ms, 0.0, p);
+        }
+        self.idle_run = 0;
+        self.learn_activity(t_ms, 1.0, p);
+        self.active_intervals = self.active_intervals.saturating_add(1);
+        let (mut nd, mut nw) = (0, 0);
+        if self.daily_n.len() == DAY && self.weekly_n.len() == WEEK {
+            let d = &mut self.daily_n[hour_of_day(t_ms)];
+            *d = d.saturating_add(1);
+            nd = *d;
+            let w = &mut self.weekly_n[hour_of_week(t_ms)];
+            *w = w.saturating_add(1);
+            nw = *w;
+        }
+        for m in Metric::ALL {
+            let i = m.index();
+            self.series[i].update(m.y(counts[i], fc.secs), &fc.expect[i], t_ms, p, nd, nw);
+        }
+        // Profiles only for subjects that last: most short-lived edges never pay them.
+        if self.activity_daily.is_empty()
+            && t_ms.saturating_sub(self.first_ms) >= 3_600_000
+            && self.active_intervals >= 10
+        {
+            self.activity_daily = vec![self.activity; DAY];
+            self.daily_n = vec![0; DAY];
+            self.weekly_n = vec![0; WEEK];
+            for s in &mut self.series {
+                s.daily = vec![0.0; DAY];
+                s.weekly = vec![0.0; WEEK];
+            }
+        }
+    }
+
+    /// Forgets the current idle run: it was an anomaly (a firing silence), not a
+    /// pattern to learn.
+    pub fn forgive_idle(&mut self) {
+        self.idle_run = 0;
+    }
+
+    /// Heap bytes held beyond the struct itself.
+    pub fn heap_bytes(&self) -> usize {
+        4 * self.activity_daily.capacity()
+            + 2 * (self.daily_n.capacity() + self.weekly_n.capacity())
+            + 4 * self
+                .series
+                .iter()
+                .map(|s| s.daily.capacity() + s.weekly.capacity())
+                .sum::<usize>()
+    }
+
+    pub fn is_valid(&self) -> bool {
+        let profiles = self.activity_daily.is_empty()
+            || (self.activity_daily.len() == DAY
+                && self.daily_n.len() == DAY
+                && self.weekly_n.len() == WEEK);
+        self.activity.is_finite()
+            && profiles
+            && self.activity_daily.iter().all(|v| v.is_finite())
+            && self.series.iter().all(Series::is_valid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(interval: f64) -> Params {
+        Params::new(&Detectors::default(), interval)
+    }
+
+    #[test]
+    fn buckets_follow_utc_hours_and_weekdays() {
+        // 2024-01-01 was a Monday.
+        let monday = 1_704_067_200_000;
+        assert_eq!(hour_of_week(monday), 0);
+        assert_eq!(hour_of_week(monday + 25 * 3_600_000), 25);
+        assert_eq!(hour_of_day(monday + 25 * 3_600_000), 1);
+    }
+
+    #[test]
+    fn steady_rate_is_learnt_and_a_spike_scores_high() {
+        let p = params(60.0);
+        let mut m = RateModel::new(0);
+        let mut t = 0;
+        for i in 0..500u64 {
+            let jitter = 1.0 + 0.1 * ((i % 7) as f64 - 3.0) / 3.0;
+            let counts = [60_000.0 * jitter, 60.0 * jitter, 6.0];
+            let fc = m.forecast(t, 60.0, &p);
+            m.update(t, counts, true, &fc, &p);
+            t += 60_000;
+        }
+        let fc = m.forecast(t, 60.0, &p);
+        let expected = fc.rate(Metric::Bytes);
+        assert!((900.0..1100.0).contains(&expected), "{expected}");
+        assert!(fc.z(Metric::Bytes, 60_000.0).abs() < 1.0);
+        assert!(fc.z(Metric::Bytes, 5.0 * 60_000.0) > 6.0);
+        assert!(m.activity > 0.99);
+        assert!(m.is_valid());
+        assert!(m.heap_bytes() >= 4 * (DAY * 4 + WEEK * 3) + 2 * (DAY + WEEK));
+    }
+
+    #[test]
+    fn daily_profile_is_used_after_enough_history() {
+        let p = params(600.0);
+        let mut m = RateModel::new(0);
+        let mut t = 0;
+        // Busy (×8) from 08:00 to 20:00 UTC, for 4 days.
+        let rate = |t: u64| {
+            if (8..20).contains(&hour_of_day(t)) {
+                8000.0
+            } else {
+                1000.0
+            }
+        };
+        while t < 4 * 86_400_000 {
+            let c = rate(t) * 600.0;
+            let fc = m.forecast(t, 600.0, &p);
+            m.update(t, [c, c / 1000.0, 1.0], true, &fc, &p);
+            t += 600_000;
+        }
+        // 09:00 on day 5 is busy; 02:00 is quiet: both expected.
+        let day5 = 4 * 86_400_000;
+        let busy = m.forecast(day5 + 9 * 3_600_000, 600.0, &p);
+        let quiet = m.forecast(day5 + 2 * 3_600_000, 600.0, &p);
+        assert!(
+            busy.rate(Metric::Bytes) > 3.0 * quiet.rate(Metric::Bytes),
+            "busy {} quiet {}",
+            busy.rate(Metric::Bytes),
+            quiet.rate(Metric::Bytes)
+        );
+    }
+
+    #[test]
+    fn counting_noise_keeps_small_counts_calm() {
+        let p = params(1.0);
+        let mut m = RateModel::new(0);
+        for t in 0..100u64 {
+            let fc = m.forecast(t * 1000, 1.0, &p);
+            m.update(t * 1000, [1000.0, 10.0, (t % 2) as f64], true, &fc, &p);
+        }
+        let fc = m.forecast(100_000, 1.0, &p);
+        // Three connections where one or none is usual: not a spike.
+        assert!(fc.z(Metric::Connections, 3.0) < 4.0);
+    }
+}

@@ -1,0 +1,254 @@
+//! Anomaly alerts end to end: after a short learning period (1 s intervals) with
+//! steady iperf3 traffic and no alert, a real iperf3 spike on the learnt edge, a
+//! first flow to a never-contacted workload and a port scan (hping3) each raise the
+//! right alert within a few intervals, logged as `event="alert"`; the baseline is
+//! saved (on request and at shutdown) and a restarted agent resumes it without
+//! relearning.
+use std::{
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use enforcer::baseline::{Alert, AlertKind, AlertState, monitor::BaselineStatus, store::Loaded};
+use enforcer_tests::{Lab, agent::Agent, tcp_echo};
+
+const SPEC: &str = r#"
+name: anomaly
+workloads:
+  - {name: web, labels: {app: web}}
+  - {name: client, labels: {app: client}}
+  - {name: db, labels: {app: db}}
+"#;
+
+const POLICY: &str = r#"
+version: 1
+policies:
+  - name: web-serves
+    selector: {app: web}
+    ingress:
+      - from: [{selector: {app: client}}]
+        ports: [{port: 5201}]
+"#;
+
+const LEARNING_SECS: u64 = 6;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_enforcer-e2e"))
+}
+
+fn alerts(agent: &Agent) -> Vec<Alert> {
+    let out = agent.cli(&["alerts", "--output", "json", "--limit", "1000"]);
+    assert!(
+        out.status.success(),
+        "enforcer alerts: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alert JSON line"))
+        .collect()
+}
+
+fn baseline(agent: &Agent) -> BaselineStatus {
+    let out = agent.cli(&["baseline", "status", "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "enforcer baseline status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("baseline status JSON")
+}
+
+/// Waits (up to `secs`) for an alert matching `f`; returns it and how long it took.
+fn wait_alert(agent: &Agent, what: &str, secs: u64, f: impl Fn(&Alert) -> bool) -> (Alert, f64) {
+    let start = Instant::now();
+    loop {
+        if let Some(a) = alerts(agent).into_iter().find(|a| f(a)) {
+            return (a, start.elapsed().as_secs_f64());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "no {what} alert after {secs} s; alerts: {:#?}",
+            alerts(agent)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn edge_is(a: &Alert, src: &str, dst: &str, port: u16) -> bool {
+    a.edge
+        .as_ref()
+        .is_some_and(|e| e.src == src && e.dst == dst && e.port == port)
+}
+
+fn wait_listening(lab: &Lab, ns: &str, port: u16) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = lab
+            .cmd(ns, "ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss");
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return;
+        }
+        assert!(Instant::now() < end, "nothing listens on {port} in {ns}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn iperf(lab: &Lab, web: &str, args: &[&str]) -> std::process::Output {
+    lab.cmd("client", "iperf3")
+        .args(["-c", web, "-p", "5201"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("iperf3 client")
+}
+
+#[test]
+fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
+    let lab = Lab::up_yaml(SPEC).expect("lab");
+    lab.serve_echo("db", &[80]).expect("echo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("baseline.json");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let learning = LEARNING_SECS.to_string();
+    let mut agent = Agent::start_with_args(
+        bin(),
+        lab.host_netns(),
+        &lab.inventory_yaml(),
+        POLICY,
+        &[
+            "--flows-interval-ms",
+            "200",
+            "--baseline-interval-secs",
+            "1",
+            "--baseline-learning-secs",
+            &learning,
+            "--baseline-file",
+            file_arg,
+        ],
+    );
+    let web4 = lab.addr4("web").to_string();
+    let server = lab
+        .spawn("web", &["iperf3", "-s", "-p", "5201"])
+        .expect("iperf3 server");
+    wait_listening(&lab, "web", 5201);
+
+    // Steady traffic through learning and beyond: 2 Mbit/s for 12 s.
+    let steady = iperf(&lab, &web4, &["-b", "2M", "-t", "12"]);
+    assert!(
+        steady.status.success(),
+        "steady iperf3: {}",
+        String::from_utf8_lossy(&steady.stderr)
+    );
+    let st = baseline(&agent);
+    assert!(!st.learning, "still learning after 12 s: {st:?}");
+    assert!(st.edges >= 1, "no edge learnt: {st:?}");
+    let quiet = alerts(&agent);
+    assert!(quiet.is_empty(), "steady traffic raised alerts: {quiet:#?}");
+
+    // 1. A real spike on the learnt edge: iperf3 unlimited.
+    let spike_start = Instant::now();
+    let spike = iperf(&lab, &web4, &["-t", "4"]);
+    assert!(spike.status.success(), "spike iperf3 failed");
+    let (a, _) = wait_alert(&agent, "spike", 5, |a| {
+        a.kind == AlertKind::Spike && edge_is(a, "client", "web", 5201)
+    });
+    let delay = a.detected_ms.saturating_sub(a.start_ms) as f64 / 1000.0;
+    println!(
+        "spike: {} (fired {delay:.0} s after its first interval, {:.1} s after iperf3 started)",
+        a.summary,
+        spike_start.elapsed().as_secs_f64()
+    );
+    assert!(a.observed > 10.0 * a.expected, "{a:?}");
+    assert!(delay <= 3.0, "spike took {delay} s (> 3 intervals)");
+    let _ = server.stop(Duration::from_secs(2));
+
+    // 2. A first flow to a workload client never contacted.
+    assert!(tcp_echo(
+        &lab,
+        "client",
+        lab.addr4("db"),
+        80,
+        Duration::from_secs(3)
+    ));
+    let (a, took) = wait_alert(&agent, "new edge", 5, |a| {
+        a.kind == AlertKind::NewEdge && edge_is(a, "client", "db", 80)
+    });
+    println!(
+        "new edge: {} (seen by the CLI after {took:.1} s)",
+        a.summary
+    );
+    assert_eq!(a.workloads, vec!["client".to_string(), "db".to_string()]);
+
+    // 3. A port scan: 300 SYNs to ports 2000..2299 of web (all dropped).
+    let out = lab
+        .cmd("client", "hping3")
+        .args([
+            "-S", "-q", "-p", "++2000", "-c", "300", "-i", "u2000", &web4,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("hping3");
+    let _ = out;
+    let (a, took) = wait_alert(&agent, "fan-out", 5, |a| {
+        a.kind == AlertKind::FanOut && a.source.as_deref() == Some("client")
+    });
+    println!("scan: {} (seen after {took:.1} s)", a.summary);
+    assert!(a.observed >= 50.0, "{a:?}");
+    // The scan's ports are in the fan-out alert, not one new-port alert each.
+    let all = alerts(&agent);
+    let new_ports = all.iter().filter(|a| a.kind == AlertKind::NewPort).count();
+    assert!(new_ports <= 1, "new-port alerts for a scan: {all:#?}");
+
+    // Alerts are JSON log lines too.
+    let log = agent.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("\"event\":\"alert\"")
+            && l.contains("\"kind\":\"fan_out\"")
+            && l.contains("\"state\":\"firing\"")),
+        "no fan_out alert in the log"
+    );
+    let firing = alerts(&agent)
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .count();
+    assert!(firing >= 1);
+
+    // 4. Persistence: save, kill, restart: the baseline is resumed, not relearnt.
+    let out = agent.cli(&["baseline", "save"]);
+    assert!(
+        out.status.success(),
+        "baseline save: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let learnt = baseline(&agent).edges;
+    agent.kill9();
+    agent.spawn();
+    let st = baseline(&agent);
+    assert!(
+        matches!(st.loaded, Some(Loaded::Resumed { edges }) if edges == learnt),
+        "{st:?}"
+    );
+    assert!(!st.learning, "relearning after a restart: {st:?}");
+
+    // 5. SIGTERM saves the baseline too.
+    let saved_at = |f: &Path| -> String {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f).expect("baseline file")).expect("JSON");
+        assert_eq!(v["format"], "enforcer-baseline");
+        v["saved_at"].as_str().expect("saved_at").to_owned()
+    };
+    let before = saved_at(&file);
+    std::thread::sleep(Duration::from_millis(1100));
+    drop(agent);
+    let after = saved_at(&file);
+    assert!(
+        after > before,
+        "not saved at shutdown: {before} then {after}"
+    );
+}
