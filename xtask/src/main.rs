@@ -1,6 +1,7 @@
 //! `cargo xtask`: developer tasks for the enforcer workspace. One module per subcommand; this
 //! file only parses arguments.
 
+mod bench;
 mod demo;
 mod lab;
 mod setup;
@@ -32,6 +33,9 @@ enum Command {
     /// Build, make the demo lab, run the agent with the demo policy, show allowed and
     /// blocked traffic and `enforcer status`, then tear everything down.
     Demo(demo::Args),
+    /// Benchmarks (issue #6, docs/benchmarks.md): the datapath side by side with
+    /// nftables and iptables, monitoring overhead, the agent; writes a report. Root.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab::execute(&args),
         Command::Test(args) => test::execute(&args),
         Command::Demo(args) => demo::execute(&args),
+        Command::Bench(args) => bench::execute(&args),
     };
     // The error and its causes on one line, without anyhow's backtrace (RUST_BACKTRACE is
     // often set here, and the trace says nothing an operator can act on).

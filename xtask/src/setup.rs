@@ -38,6 +38,8 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "python3",
     "iperf3",
+    // trafgen, the packet generator of `cargo xtask bench`.
+    "netsniff-ng",
     "netcat-openbsd",
     "bpftool",
     "ethtool",
