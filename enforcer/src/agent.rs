@@ -72,6 +72,8 @@ pub struct Agent {
     stamps: (Stamp, Stamp),
     /// Traffic baseline and anomaly alerts (docs/baseline.md); `None` when disabled.
     baseline: Option<crate::baseline::Monitor>,
+    /// Durations of flow-map polls, for `enforcer_flows_poll_duration_seconds`.
+    poll_duration: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Agent {
@@ -122,6 +124,7 @@ impl Agent {
             applied_at: Some(SystemTime::now()),
             last_error: None,
             stamps,
+            poll_duration: crate::metrics::poll_duration_histogram(),
         })
     }
 
@@ -151,6 +154,7 @@ impl Agent {
                     "policy change applied"
                 );
                 self.resolver = Resolver::new(&compiled, &inventory, &file, ifindex_of);
+                self.resolver.prune_totals(&mut self.tracker.totals);
                 self.inventory = inventory;
                 self.policy = file;
                 self.compiled = compiled;
@@ -242,6 +246,12 @@ impl Agent {
 impl Agent {
     /// Reads the kernel flow map once and folds it into the graph.
     pub fn poll_flows(&mut self) {
+        let start = std::time::Instant::now();
+        self.poll_flows_once();
+        self.poll_duration.observe(start.elapsed().as_secs_f64());
+    }
+
+    fn poll_flows_once(&mut self) {
         let interval = self.last_flow_poll.elapsed();
         self.last_flow_poll = std::time::Instant::now();
         match self.dataplane.flows() {
@@ -305,6 +315,16 @@ impl Agent {
             b.mark_graph(&mut g);
         }
         g
+    }
+
+    /// Cumulative per-pair, per-workload and per-rule traffic counters (metrics).
+    pub fn totals(&self) -> &crate::flows::Totals {
+        &self.tracker.totals
+    }
+
+    /// The flow-poll duration histogram (a handle: the metrics encode it).
+    pub fn poll_duration(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.poll_duration.clone()
     }
 
     /// The baseline and its alerts (docs/baseline.md), unless disabled.

@@ -71,6 +71,9 @@ pub struct ConfigFile {
     /// Workloads that may have their own metric series; the rest share
     /// `workload="_other"`. Default 256.
     pub metrics_max_workloads: Option<usize>,
+    /// Workload-pair edges that may have their own metric series; the rest share
+    /// `source="_other"`. Default 1024.
+    pub metrics_max_edges: Option<usize>,
     /// Traffic baseline and anomaly alerts (docs/baseline.md).
     pub baseline: Option<crate::baseline::Settings>,
 }
@@ -219,6 +222,10 @@ impl AgentConfig {
                     .metrics_max_workloads
                     .or(file.metrics_max_workloads)
                     .unwrap_or(crate::metrics::DEFAULT_MAX_WORKLOADS),
+                max_edges: flags
+                    .metrics_max_edges
+                    .or(file.metrics_max_edges)
+                    .unwrap_or(crate::metrics::DEFAULT_MAX_EDGES),
             },
             baseline: {
                 let b = flags.baseline.or(file.baseline).unwrap_or_default();

@@ -17,6 +17,10 @@ use enforcer_common::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub mod totals;
+
+use self::totals::{PairDelta, RulePoll};
+pub use self::totals::{PairTotals, RuleKey, Totals};
 use crate::{
     graph::{Delta, EdgeKey, Graph, Node, NodeKind, fmt_time, proto_name},
     inventory::{Inventory, Labels},
@@ -38,6 +42,8 @@ pub struct Resolver {
     cidrs: HashMap<u32, IpNet>,
     /// rule id → "policy NAME ingress[0] (line 12)".
     rules: HashMap<u32, String>,
+    /// rule id → (policy name, "ingress[0]"): the labels of the rule's metrics.
+    rule_labels: HashMap<u32, (String, String)>,
     /// deny-list index → "host.denyCIDRs[0] 203.0.113.0/24".
     deny: Vec<String>,
     /// (workload, direction) → names of the policies that make it default-deny.
@@ -83,6 +89,13 @@ impl Resolver {
                 .line
                 .map(|l| format!(" (line {l})"))
                 .unwrap_or_default();
+            r.rule_labels.insert(
+                rule.id,
+                (
+                    rule.policy.clone(),
+                    format!("{}[{}]", rule.direction, rule.index),
+                ),
+            );
             r.rules.insert(
                 rule.id,
                 format!(
@@ -99,6 +112,13 @@ impl Resolver {
             .map(|(i, b)| format!("host.denyCIDRs[{i}] {}", b.cidr))
             .collect();
         r
+    }
+
+    /// Forgets the metric counters of workloads and rules this resolver does not
+    /// know (after an inventory or policy change).
+    pub fn prune_totals(&self, totals: &mut Totals) {
+        let rules = totals::rule_label_set(self.rule_labels.values());
+        totals.retain_known(|w| self.is_workload(w), |p, r| rules.contains(&(p, r)));
     }
 
     pub fn workload_of(&self, ifindex: u32) -> Option<&str> {
@@ -149,6 +169,34 @@ impl Resolver {
             id: name.into(),
             kind: NodeKind::Workload,
             labels: self.workloads.get(name).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// What decided a verdict as two short labels (policy, rule), for metrics: a
+    /// policy rule is (`policy name`, `ingress[0]`); the rest name the mechanism:
+    /// (`_deny_list`, `denyCIDRs[i]`), (`_default_deny`, direction),
+    /// (`_not_selected`, direction), (`_established`, direction) for a connection
+    /// allowed before the rule ids it carries were known, (`_other`, reason).
+    pub fn rule_labels(&self, reason: Reason, rule: u32, dir: u8) -> (String, String) {
+        let dir_name = if dir == direction::INGRESS {
+            "ingress"
+        } else {
+            "egress"
+        };
+        let mech = |m: &str, r: &str| (m.to_owned(), r.to_owned());
+        match reason {
+            Reason::AllowPolicy | Reason::AllowEstablished if rule != 0 => self
+                .rule_labels
+                .get(&rule)
+                .cloned()
+                .unwrap_or_else(|| mech("_older_policy", dir_name)),
+            Reason::AllowEstablished => mech("_established", dir_name),
+            Reason::DropCidrDenied => mech("_deny_list", &format!("denyCIDRs[{rule}]")),
+            Reason::DropPortNotDeclared | Reason::DropPeerNotAllowed | Reason::AllowAudit => {
+                mech("_default_deny", dir_name)
+            }
+            Reason::AllowNotSelected => mech("_not_selected", dir_name),
+            other => mech("_other", other.as_str()),
         }
     }
 
@@ -241,6 +289,8 @@ pub struct FlowTracker {
     pub polls: u64,
     /// The last poll's deltas, for the baseline (`take_deltas`).
     last_deltas: Vec<Delta>,
+    /// Cumulative per-pair, per-workload and per-rule counters, for metrics.
+    pub totals: Totals,
 }
 
 impl FlowTracker {
@@ -252,6 +302,7 @@ impl FlowTracker {
             flow_idle: Duration::from_secs(30),
             polls: 0,
             last_deltas: Vec::new(),
+            totals: Totals::default(),
         }
     }
 
@@ -280,6 +331,8 @@ impl FlowTracker {
         let mut deltas = Vec::new();
         let mut idle = Vec::new();
         let mut seen = HashMap::with_capacity(flows.len());
+        let mut rules = RulePoll::default();
+        let now = SystemTime::now();
         for (k, total) in flows {
             let before = self.prev.get(&k).copied();
             let d = before.map_or(total, |p| sub(&total, &p));
@@ -328,6 +381,22 @@ impl FlowTracker {
                 ),
                 _ => (String::new(), String::new()),
             };
+            if let Some(rs) = reason {
+                rules.add(total.rule, rs, k.dir, d.packets + d.rev_packets);
+            }
+            if before.is_none() {
+                self.totals.add_connection(wl, k.dir);
+            }
+            let pd = PairDelta {
+                packets: if primary { d.packets } else { 0 },
+                bytes: if primary { d.bytes } else { 0 },
+                reply_packets: if primary { d.rev_packets } else { 0 },
+                reply_bytes: if primary { d.rev_bytes } else { 0 },
+                connections: u64::from(primary && before.is_none()),
+                dropped_packets: d.drop_packets,
+                drop_reason: reason.filter(|rs| rs.is_drop()),
+            };
+            self.totals.add_pair(&src, &dst, &pd, now);
             deltas.push(Delta {
                 key: EdgeKey {
                     src: src.id.clone(),
@@ -335,13 +404,13 @@ impl FlowTracker {
                     proto: k.proto,
                     port,
                 },
-                packets: if primary { d.packets } else { 0 },
-                bytes: if primary { d.bytes } else { 0 },
-                reply_packets: if primary { d.rev_packets } else { 0 },
-                reply_bytes: if primary { d.rev_bytes } else { 0 },
+                packets: pd.packets,
+                bytes: pd.bytes,
+                reply_packets: pd.reply_packets,
+                reply_bytes: pd.reply_bytes,
                 dropped_packets: d.drop_packets,
                 dropped_bytes: d.drop_bytes,
-                new_connections: u64::from(primary && before.is_none()),
+                new_connections: pd.connections,
                 new_denied_connections: u64::from(
                     dropped_now && before.is_none_or(|p| p.drop_packets == 0),
                 ),
@@ -355,11 +424,15 @@ impl FlowTracker {
             nodes.insert(dst.id.clone(), dst);
         }
         self.prev = seen;
+        rules.fold_into(&mut self.totals, |reason, rule, dir| {
+            r.rule_labels(reason, rule, dir)
+        });
         let nodes: Vec<Node> = nodes.into_values().collect();
         self.graph.apply(&nodes, &deltas, interval.as_secs_f64());
         self.last_deltas = deltas;
-        if let Some(cutoff) = SystemTime::now().checked_sub(self.edge_ttl) {
+        if let Some(cutoff) = now.checked_sub(self.edge_ttl) {
             self.graph.expire(cutoff);
+            self.totals.expire(cutoff);
         }
         idle
     }

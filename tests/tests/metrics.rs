@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use enforcer::status::Status;
+use enforcer::{graph::GraphView, status::Status};
 use enforcer_tests::{
     Lab,
     agent::Agent,
@@ -370,6 +370,195 @@ fn the_workload_cap_folds_into_other_and_a_removed_workload_loses_its_series() {
             ],
         ) >= port(&after)
     );
+}
+
+fn graph(agent: &Agent) -> GraphView {
+    let out = agent.cli(&["graph", "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "enforcer graph: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("graph JSON")
+}
+
+/// The graph's edges from `src` to `dst`, all ports, summed: (bytes, packets, reply
+/// bytes, connections, dropped packets).
+fn pair_sums(g: &GraphView, src: &str, dst: &str) -> [f64; 5] {
+    let mut sum = [0.0; 5];
+    for e in g.edges.iter().filter(|e| e.src == src && e.dst == dst) {
+        for (i, v) in [
+            e.bytes,
+            e.packets,
+            e.reply_bytes,
+            e.connections,
+            e.dropped_packets,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sum[i] += v as f64;
+        }
+    }
+    sum
+}
+
+/// Edge, connection and rule series come from the same flow deltas as the graph: once
+/// the traffic has stopped and a poll has passed, they are equal to the graph's sums.
+#[test]
+fn edge_rule_and_flow_series_agree_with_the_graph_and_follow_the_inventory() {
+    let lab = lab();
+    let agent = Agent::start_with_args(
+        bin(),
+        lab.host_netns(),
+        &lab.inventory_yaml(),
+        POLICY,
+        &["--flows-interval-ms", "200"],
+    );
+    traffic(&lab);
+    // Let the last packets reach a poll, then read graph and metrics between polls
+    // until two graph readings around a scrape agree (a poll may land in between).
+    std::thread::sleep(Duration::from_millis(600));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (g, s) = loop {
+        let g1 = graph(&agent);
+        let text = scrape(&lab);
+        let g2 = graph(&agent);
+        let same = |a: &GraphView, b: &GraphView| {
+            ["client", "web", "api"].iter().all(|src| {
+                ["client", "web", "api"]
+                    .iter()
+                    .all(|dst| pair_sums(a, src, dst) == pair_sums(b, src, dst))
+            })
+        };
+        if same(&g1, &g2) {
+            promtool_check_metrics(&text);
+            break (g2, Samples::parse(&text));
+        }
+        assert!(Instant::now() < deadline, "graph never settled");
+    };
+    let edge = |src: &str, dst: &str| {
+        let with = [("source", src), ("destination", dst)];
+        let drops: f64 = s
+            .find("enforcer_edge_dropped_packets_total", &with)
+            .iter()
+            .sum();
+        [
+            s.one("enforcer_edge_bytes_total", &with),
+            s.one("enforcer_edge_packets_total", &with),
+            s.one("enforcer_edge_reply_bytes_total", &with),
+            s.one("enforcer_edge_connections_total", &with),
+            drops,
+        ]
+    };
+    for (src, dst) in [("client", "web"), ("client", "api"), ("web", "api")] {
+        assert_eq!(edge(src, dst), pair_sums(&g, src, dst), "{src} -> {dst}");
+    }
+    // What the test sent: 6 echoes and 6 refused connects to web (3 rounds × 2
+    // families), 6 echoes to api, 6 refused connects web -> api.
+    let [bytes, _, reply, conns, dropped] = edge("client", "web");
+    assert!(
+        bytes > 0.0 && reply > 0.0,
+        "client -> web carries both ways"
+    );
+    assert!(conns >= 12.0, "client -> web connections {conns}");
+    assert!(dropped >= 6.0, "client -> web drops {dropped}");
+    assert!(
+        s.one(
+            "enforcer_edge_dropped_packets_total",
+            &[
+                ("source", "client"),
+                ("destination", "web"),
+                ("reason", "dropped_port_not_declared")
+            ]
+        ) >= 6.0
+    );
+    assert!(
+        s.one(
+            "enforcer_edge_dropped_packets_total",
+            &[
+                ("source", "web"),
+                ("destination", "api"),
+                ("reason", "dropped_port_not_declared")
+            ]
+        ) >= 6.0
+    );
+    // Per workload: connections opened by client, received by web and api.
+    let conn = |w: &str, d: &str| {
+        s.one(
+            "enforcer_workload_connections_total",
+            &[("workload", w), ("direction", d)],
+        )
+    };
+    assert!(conn("client", "egress") >= 18.0);
+    assert!(conn("web", "ingress") >= 12.0);
+    assert!(conn("api", "ingress") >= 12.0);
+    // Per rule: the two policies' rules allowed traffic, default deny dropped some,
+    // client's egress is selected by no policy.
+    let rule = |p: &str, r: &str, v: &str| {
+        s.find(
+            "enforcer_policy_rule_packets_total",
+            &[("policy", p), ("rule", r), ("verdict", v)],
+        )
+        .first()
+        .copied()
+        .unwrap_or(0.0)
+    };
+    assert!(rule("web-serves", "ingress[0]", "allowed") >= 6.0 * 3.0);
+    assert!(rule("api-serves", "ingress[0]", "allowed") >= 6.0 * 3.0);
+    assert!(rule("_default_deny", "ingress", "dropped") >= 12.0);
+    assert!(rule("_not_selected", "egress", "allowed") > 0.0);
+    // Flow monitoring itself.
+    assert!(s.one("enforcer_flows_events_received_total", &[]) >= 24.0);
+    for cause in ["ringbuf_full", "rate_limited"] {
+        assert_eq!(
+            s.one("enforcer_flows_events_lost_total", &[("cause", cause)]),
+            0.0
+        );
+    }
+    assert!(s.one("enforcer_flows_polls_total", &[]) >= 2.0);
+    assert!(s.one("enforcer_flows_poll_duration_seconds_count", &[]) >= 2.0);
+    assert_eq!(s.one("enforcer_graph_edges", &[]), g.edges.len() as f64);
+    assert_eq!(s.one("enforcer_baseline_learning", &[]), 1.0);
+    assert_eq!(
+        s.find("enforcer_baseline_alerts_firing", &[]).len(),
+        6 * 3,
+        "every kind and severity"
+    );
+
+    // api leaves the inventory: its pairs and connections go with it.
+    std::fs::write(&agent.inventory, inventory_without(&lab, "api")).expect("write inventory");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while agent.status().workloads.iter().any(|w| w.name == "api") {
+        assert!(
+            Instant::now() < deadline,
+            "inventory change not applied\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = scrape(&lab);
+    let s = Samples::parse(&text);
+    for name in [
+        "enforcer_edge_bytes_total",
+        "enforcer_edge_dropped_packets_total",
+    ] {
+        for label in ["source", "destination"] {
+            assert!(
+                !s.label_values(name, label).contains(&"api".to_owned()),
+                "{name} still names api:\n{text}"
+            );
+        }
+    }
+    assert!(
+        s.find(
+            "enforcer_edge_bytes_total",
+            &[("source", "client"), ("destination", "web")]
+        )
+        .len()
+            == 1
+    );
+    assert!(!text.contains(r#"workload="api""#), "{text}");
 }
 
 #[test]

@@ -61,6 +61,10 @@ pub struct Args {
     /// workload="_other" [default: 256].
     #[arg(long, value_name = "N")]
     pub metrics_max_workloads: Option<usize>,
+    /// Workload-pair edges that may have their own metric series; the others are
+    /// summed into source="_other" [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub metrics_max_edges: Option<usize>,
     #[command(flatten)]
     pub baseline: super::baseline::AgentFlags,
 }
@@ -95,6 +99,7 @@ pub fn execute(cli: &super::Cli, a: &Args) -> u8 {
         web_address: a.web_address,
         metrics_address: a.metrics_address,
         metrics_max_workloads: a.metrics_max_workloads,
+        metrics_max_edges: a.metrics_max_edges,
         baseline: a.baseline.merge(file.baseline.as_ref()),
     };
     let cfg = match AgentConfig::resolve(file, flags) {

@@ -26,9 +26,9 @@ pub const OTHER_WORKLOAD: &str = "_other";
 const UNKNOWN_REASON: &str = "unknown";
 
 /// Upper bound of series one `workload` label value can have: packets and bytes for
-/// 2 directions × (11 reasons + `unknown` allowed + `unknown` dropped), plus `info` and
-/// `attached_hooks`.
-pub const MAX_SERIES_PER_WORKLOAD: usize = 2 * 2 * (Reason::ALL.len() + 2) + 2;
+/// 2 directions × (11 reasons + `unknown` allowed + `unknown` dropped), connections for
+/// 2 directions, plus `info` and `attached_hooks`.
+pub const MAX_SERIES_PER_WORKLOAD: usize = 2 * 2 * (Reason::ALL.len() + 2) + 2 + 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct TrafficLabels {
@@ -54,6 +54,19 @@ struct WorkloadInfoLabels {
 #[derive(Debug, Clone, EncodeLabelSet)]
 struct WorkloadLabels {
     workload: String,
+}
+
+#[derive(Debug, Clone, EncodeLabelSet)]
+struct RuleLabels {
+    policy: String,
+    rule: String,
+    verdict: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct WorkloadDirectionLabels {
+    workload: String,
+    direction: &'static str,
 }
 
 #[derive(Debug, Clone, EncodeLabelSet)]
@@ -86,7 +99,7 @@ fn family<L: EncodeLabelSet, M: EncodeMetric>(
     Ok(())
 }
 
-fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
+pub(super) fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -101,7 +114,7 @@ fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue>(
     )
 }
 
-fn counters<L: EncodeLabelSet, V: EncodeCounterValue>(
+pub(super) fn counters<L: EncodeLabelSet, V: EncodeCounterValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -116,7 +129,7 @@ fn counters<L: EncodeLabelSet, V: EncodeCounterValue>(
     )
 }
 
-fn gauge<V: EncodeGaugeValue>(
+pub(super) fn gauge<V: EncodeGaugeValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -125,7 +138,7 @@ fn gauge<V: EncodeGaugeValue>(
     ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
-fn counter<V: EncodeCounterValue>(
+pub(super) fn counter<V: EncodeCounterValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -288,7 +301,23 @@ impl Collector for PolicyCollector {
                 t,
             )?;
         }
-        Ok(())
+        counters(
+            &mut enc,
+            "rule_packets",
+            "Packets by the rule that decided their flow's verdict (policy name and \
+             ingress[i]/egress[i]; a mechanism such as _default_deny or _deny_list \
+             otherwise), counted at every workload interface the flow crosses",
+            self.0.totals.rules().into_iter().map(|(k, n)| {
+                (
+                    RuleLabels {
+                        policy: k.policy.clone(),
+                        rule: k.rule.clone(),
+                        verdict: k.verdict,
+                    },
+                    n,
+                )
+            }),
+        )
     }
 }
 
@@ -422,6 +451,34 @@ impl Collector for WorkloadCollector {
             "Bytes (IP packet length, link headers included) seen on the workload's \
              interface, by direction, verdict and reason; the kernel's cumulative count",
             traffic.iter().map(|(l, t)| (l.clone(), t.bytes)),
+        )?;
+        let mut conns: BTreeMap<WorkloadDirectionLabels, u64> = BTreeMap::new();
+        let known: std::collections::BTreeSet<&str> =
+            workloads.iter().map(|w| w.name.as_str()).collect();
+        for (w, [ingress, egress]) in self.scrape.totals.connections() {
+            if !known.contains(w) {
+                continue;
+            }
+            let workload = if self.assignment.owns(w) {
+                w
+            } else {
+                OTHER_WORKLOAD
+            };
+            for (direction, n) in [("ingress", ingress), ("egress", egress)] {
+                *conns
+                    .entry(WorkloadDirectionLabels {
+                        workload: workload.to_owned(),
+                        direction,
+                    })
+                    .or_default() += n;
+            }
+        }
+        counters(
+            &mut enc,
+            "connections",
+            "New flows seen on the workload's interface, by direction of the flow's first \
+             packet (ingress: opened towards the workload; egress: opened by it)",
+            conns,
         )
     }
 }
@@ -529,5 +586,64 @@ pub(super) fn sample_scrape() -> Scrape {
             start_time_seconds: 1.7e9,
         }),
         collect_seconds: 0.002,
+        totals: sample_totals(),
+        baseline: Some(crate::baseline::monitor::BaselineStatus {
+            enabled: true,
+            learning: true,
+            edges: 2,
+            memory_bytes: 6400,
+            alerts: crate::baseline::AlertCounts::zero(),
+            ..Default::default()
+        }),
+        poll_duration: Some(super::poll_duration_histogram()),
     }
+}
+
+/// Traffic between the sample's workloads: web → db allowed, client → web dropped.
+fn sample_totals() -> crate::flows::Totals {
+    use crate::{
+        flows::{
+            RuleKey,
+            totals::{PairDelta, RulePoll},
+        },
+        graph::{Node, NodeKind},
+    };
+    let node = |id: &str| Node {
+        id: id.into(),
+        kind: NodeKind::Workload,
+        labels: Default::default(),
+    };
+    let t0 = std::time::SystemTime::UNIX_EPOCH;
+    let mut t = crate::flows::Totals::default();
+    let allowed = PairDelta {
+        packets: 10,
+        bytes: 1000,
+        reply_packets: 8,
+        reply_bytes: 900,
+        connections: 1,
+        ..PairDelta::default()
+    };
+    t.add_pair(&node("web"), &node("db"), &allowed, t0);
+    let dropped = PairDelta {
+        packets: 2,
+        bytes: 120,
+        dropped_packets: 2,
+        drop_reason: Some(Reason::DropPortNotDeclared),
+        ..PairDelta::default()
+    };
+    t.add_pair(&node("db"), &node("web"), &dropped, t0);
+    t.add_connection("web", enforcer_common::direction::EGRESS);
+    t.add_connection("db", enforcer_common::direction::INGRESS);
+    t.add_rule(
+        RuleKey {
+            policy: "db-serves".into(),
+            rule: "ingress[0]".into(),
+            verdict: "allowed",
+        },
+        18,
+    );
+    let mut poll = RulePoll::default();
+    poll.add(0, Reason::DropPortNotDeclared, 0, 2);
+    poll.fold_into(&mut t, |_, _, _| ("_default_deny".into(), "ingress".into()));
+    t
 }

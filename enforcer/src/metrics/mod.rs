@@ -23,6 +23,7 @@ pub mod process;
 #[cfg(test)]
 mod promql;
 pub mod server;
+mod traffic;
 
 use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::SystemTime};
 
@@ -33,8 +34,14 @@ use prometheus_client::{
 
 use crate::status::Status;
 
-pub use self::collect::{MAX_SERIES_PER_WORKLOAD, OTHER_WORKLOAD};
-use self::{limit::WorkloadLimiter, process::ProcessStats};
+pub use self::{
+    collect::{MAX_SERIES_PER_WORKLOAD, OTHER_WORKLOAD},
+    traffic::{MAX_SERIES_PER_EDGE, OTHER_EDGE},
+};
+use self::{
+    limit::{EdgeLimiter, WorkloadLimiter},
+    process::ProcessStats,
+};
 
 /// Where `/metrics` listens unless configured otherwise: loopback only, so nothing is
 /// exposed off the host until an operator chooses an address.
@@ -42,6 +49,8 @@ pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9469";
 /// Default cap on workloads with their own series (Kubernetes' default pod limit per
 /// node is 110).
 pub const DEFAULT_MAX_WORKLOADS: usize = 256;
+/// Default cap on workload-pair edges with their own series (about 9 series each).
+pub const DEFAULT_MAX_EDGES: usize = 1024;
 
 /// Errors of the metrics endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +131,8 @@ pub struct MetricsConfig {
     pub address: MetricsAddress,
     /// Workloads beyond this many share `workload="_other"`.
     pub max_workloads: usize,
+    /// Edges beyond this many share `source="_other"`.
+    pub max_edges: usize,
 }
 
 impl Default for MetricsConfig {
@@ -129,6 +140,7 @@ impl Default for MetricsConfig {
         Self {
             address: MetricsAddress::default(),
             max_workloads: DEFAULT_MAX_WORKLOADS,
+            max_edges: DEFAULT_MAX_EDGES,
         }
     }
 }
@@ -167,6 +179,22 @@ pub struct Scrape {
     pub process: Option<ProcessStats>,
     /// Seconds the agent needed to read `status` (for the duration histogram).
     pub collect_seconds: f64,
+    /// Cumulative per-pair, per-workload and per-rule counters from the flow map.
+    pub totals: crate::flows::Totals,
+    /// Learning state and alert counts; `None` when the baseline is disabled.
+    pub baseline: Option<crate::baseline::monitor::BaselineStatus>,
+    /// Durations of the agent's flow-map polls (shared with the agent, which observes).
+    pub poll_duration: Option<Histogram>,
+}
+
+/// Buckets of `enforcer_flows_poll_duration_seconds`: 100 µs to 2.5 s.
+const POLL_BUCKETS: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
+];
+
+/// The histogram the agent observes each flow-map poll's duration in.
+pub fn poll_duration_histogram() -> Histogram {
+    Histogram::new(POLL_BUCKETS)
 }
 
 /// A collector added by another subsystem (see [`Metrics::add_collector`]).
@@ -190,6 +218,7 @@ impl Collector for SharedCollector {
 #[derive(Debug)]
 pub struct Metrics {
     limiter: WorkloadLimiter,
+    edge_limiter: EdgeLimiter,
     collect_duration: Histogram,
     extensions: Vec<Extension>,
 }
@@ -203,6 +232,7 @@ impl Metrics {
     pub fn new(cfg: &MetricsConfig) -> Self {
         Self {
             limiter: WorkloadLimiter::new(cfg.max_workloads),
+            edge_limiter: EdgeLimiter::new(cfg.max_edges),
             collect_duration: Histogram::new(DURATION_BUCKETS),
             extensions: Vec::new(),
         }
@@ -238,8 +268,15 @@ impl Metrics {
         let mut root = Registry::with_prefix("enforcer");
         let assignment = Arc::new(
             self.limiter
-                .assign(scrape.status.workloads.iter().map(|w| w.name.as_str())),
+                .assign(scrape.status.workloads.iter().map(|w| &w.name)),
         );
+        let pairs: Vec<(String, String)> = scrape
+            .totals
+            .pairs()
+            .into_iter()
+            .map(|(s, d, _)| (s.to_owned(), d.to_owned()))
+            .collect();
+        let edge_assignment = Arc::new(self.edge_limiter.assign(&pairs));
         root.sub_registry_with_prefix("agent")
             .register_collector(Box::new(collect::AgentCollector(scrape.clone())));
         root.sub_registry_with_prefix("inventory")
@@ -250,9 +287,27 @@ impl Metrics {
             .register_collector(Box::new(collect::DataplaneCollector(scrape.clone())));
         root.sub_registry_with_prefix("workload")
             .register_collector(Box::new(collect::WorkloadCollector {
-                scrape,
+                scrape: scrape.clone(),
                 assignment: assignment.clone(),
             }));
+        root.sub_registry_with_prefix("edge")
+            .register_collector(Box::new(traffic::EdgeCollector {
+                scrape: scrape.clone(),
+                assignment: edge_assignment.clone(),
+            }));
+        let flows = root.sub_registry_with_prefix("flows");
+        flows.register_collector(Box::new(traffic::FlowsCollector(scrape.clone())));
+        if let Some(h) = &scrape.poll_duration {
+            flows.register(
+                "poll_duration_seconds",
+                "Time to read the kernel flow map and fold it into the graph, per poll",
+                h.clone(),
+            );
+        }
+        root.sub_registry_with_prefix("graph")
+            .register_collector(Box::new(traffic::GraphCollector(scrape.clone())));
+        root.sub_registry_with_prefix("baseline")
+            .register_collector(Box::new(traffic::BaselineCollector(scrape)));
         let own = root.sub_registry_with_prefix("metrics");
         own.register(
             "collect_duration_seconds",
@@ -260,6 +315,7 @@ impl Metrics {
             self.collect_duration.clone(),
         );
         own.register_collector(Box::new(collect::LimitCollector(assignment)));
+        own.register_collector(Box::new(traffic::EdgeLimitCollector(edge_assignment)));
         for e in &self.extensions {
             root.sub_registry_with_prefix(&e.prefix)
                 .register_collector(Box::new(SharedCollector(e.collector.clone())));
@@ -271,12 +327,23 @@ impl Metrics {
 /// Reads what one scrape needs from the agent (under its lock) and from /proc/self.
 pub fn scrape(shared: &crate::agent::Shared) -> Scrape {
     let start = std::time::Instant::now();
-    let status = crate::agent::lock(shared).status();
+    let (status, totals, baseline, poll_duration) = {
+        let agent = crate::agent::lock(shared);
+        (
+            agent.status(),
+            agent.totals().clone(),
+            agent.baseline().map(crate::baseline::Monitor::status),
+            agent.poll_duration(),
+        )
+    };
     let collect_seconds = start.elapsed().as_secs_f64();
     Scrape {
         status,
         process: ProcessStats::read_self().ok(),
         collect_seconds,
+        totals,
+        baseline,
+        poll_duration: Some(poll_duration),
     }
 }
 

@@ -270,3 +270,124 @@ fn docs_list_exactly_the_exported_metrics() {
          exported {stale:?}"
     );
 }
+
+fn encode_capped(max_edges: usize, scrape: Scrape) -> String {
+    Metrics::new(&MetricsConfig {
+        max_edges,
+        ..Default::default()
+    })
+    .encode(scrape, Format::Prometheus)
+    .expect("encode")
+}
+
+#[test]
+fn edges_rules_flows_and_alerts_are_exported() {
+    let text = encode_capped(8, collect::sample_scrape());
+    let v = |s: &str| value(&text, s).unwrap_or_else(|| panic!("no series {s} in\n{text}"));
+    assert_eq!(
+        v(r#"enforcer_edge_bytes_total{source="web",destination="db"}"#),
+        1000.0
+    );
+    assert_eq!(
+        v(r#"enforcer_edge_reply_bytes_total{source="web",destination="db"}"#),
+        900.0
+    );
+    assert_eq!(
+        v(r#"enforcer_edge_connections_total{source="web",destination="db"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(
+            r#"enforcer_edge_dropped_packets_total{source="db",destination="web",reason="dropped_port_not_declared"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        v(
+            r#"enforcer_policy_rule_packets_total{policy="db-serves",rule="ingress[0]",verdict="allowed"}"#
+        ),
+        18.0
+    );
+    assert_eq!(
+        v(
+            r#"enforcer_policy_rule_packets_total{policy="_default_deny",rule="ingress",verdict="dropped"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        v(r#"enforcer_workload_connections_total{workload="web",direction="egress"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"enforcer_flows_events_lost_total{cause="ringbuf_full"}"#),
+        0.0
+    );
+    assert_eq!(
+        v(r#"enforcer_baseline_alerts_firing{kind="spike",severity="warning"}"#),
+        0.0
+    );
+    assert_eq!(v(r#"enforcer_baseline_alerts_total{kind="fan_out"}"#), 0.0);
+    assert_eq!(v("enforcer_baseline_learning"), 1.0);
+    assert_eq!(v("enforcer_metrics_edge_limit"), 8.0);
+    // Every kind and severity exists from the start (6 × 3), so alert rules need no
+    // `absent()`.
+    let firing = text
+        .lines()
+        .filter(|l| l.starts_with("enforcer_baseline_alerts_firing{"))
+        .count();
+    assert_eq!(firing, 18);
+}
+
+#[test]
+fn edges_over_the_cap_are_summed_into_other_and_counted() {
+    let text = encode_capped(1, collect::sample_scrape());
+    let v = |s: &str| value(&text, s).unwrap_or_else(|| panic!("no series {s} in\n{text}"));
+    // Sort order: (db, web) owns the one slot; (web, db) is folded.
+    assert!(text.contains(r#"source="db",destination="web""#));
+    assert!(!text.contains(r#"source="web",destination="db""#), "{text}");
+    assert_eq!(
+        v(r#"enforcer_edge_bytes_total{source="_other",destination="_other"}"#),
+        1000.0
+    );
+    assert_eq!(v("enforcer_metrics_edges_folded"), 1.0);
+    assert_eq!(v("enforcer_metrics_edge_series_dropped_total"), 1.0);
+}
+
+#[test]
+fn series_per_edge_stay_within_the_documented_bound() {
+    use crate::{
+        flows::totals::PairDelta,
+        graph::{Node, NodeKind},
+    };
+    let mut scrape = collect::sample_scrape();
+    let node = |id: &str| Node {
+        id: id.into(),
+        kind: NodeKind::Workload,
+        labels: Default::default(),
+    };
+    let t0 = std::time::SystemTime::UNIX_EPOCH;
+    for reason in Reason::ALL
+        .iter()
+        .copied()
+        .filter(|r| r.is_drop())
+        .map(Some)
+        .chain([None])
+    {
+        let d = PairDelta {
+            packets: 1,
+            bytes: 1,
+            reply_packets: 1,
+            reply_bytes: 1,
+            connections: 1,
+            dropped_packets: 1,
+            drop_reason: reason,
+        };
+        scrape.totals.add_pair(&node("a"), &node("b"), &d, t0);
+    }
+    let text = encode_capped(8, scrape);
+    let per_edge = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(r#"source="a",destination="b""#))
+        .count();
+    assert_eq!(per_edge, MAX_SERIES_PER_EDGE);
+}
