@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const dashboards = join(here, '..');
 const out = join(here, 'generated');
-const types = ['timeseries', 'stat', 'bargauge', 'table'];
+const types = ['timeseries', 'stat', 'bargauge', 'table', 'nodegraph'];
 
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out);

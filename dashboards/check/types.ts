@@ -17,6 +17,7 @@ import type * as TimeSeries from '@grafana/schema/dist/esm/raw/composable/timese
 import type * as Stat from '@grafana/schema/dist/esm/raw/composable/stat/panelcfg/x/StatPanelCfg_types.gen';
 import type * as BarGauge from '@grafana/schema/dist/esm/raw/composable/bargauge/panelcfg/x/BarGaugePanelCfg_types.gen';
 import type * as Table from '@grafana/schema/dist/esm/raw/composable/table/panelcfg/x/TablePanelCfg_types.gen';
+import type * as NodeGraph from '@grafana/schema/dist/esm/raw/composable/nodegraph/panelcfg/x/NodeGraphPanelCfg_types.gen';
 
 /** A value as JSON spells it: string enums become their string literals. */
 export type Json<T> = T extends string
@@ -57,6 +58,7 @@ interface Plugins {
   stat: { options: Stat.Options; custom: Record<string, never> };
   bargauge: { options: BarGauge.Options; custom: Record<string, never> };
   table: { options: Table.Options; custom: Table.FieldConfig };
+  nodegraph: { options: NodeGraph.Options; custom: Record<string, never> };
 }
 
 export type PanelType = keyof Plugins;

@@ -336,12 +336,6 @@ impl Agent {
         self.baseline.as_mut()
     }
 
-    /// Firing alerts by kind and severity and raised alerts by kind, for metrics
-    /// (`None` when the baseline is disabled).
-    pub fn alert_counts(&self) -> Option<crate::baseline::AlertCounts> {
-        self.baseline.as_ref().map(|b| b.counts())
-    }
-
     pub fn recent_flows(&self, f: &FlowFilter, limit: usize) -> Vec<FlowRecord> {
         self.recent.query(f, limit)
     }
