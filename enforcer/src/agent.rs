@@ -410,6 +410,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let metrics = metrics.map(|m| tokio::spawn(m.serve(shared.clone())));
     let web = web_listener.map(|l| tokio::spawn(crate::web::serve(l, shared.clone())));
     let poller = tokio::spawn(poll_flows_every(shared.clone(), flows_every));
+    let notifier = spawn_notifier(&shared);
     let reader = match ring {
         Ok(ring) => Some(tokio::spawn(read_events(shared.clone(), ring))),
         Err(e) => {
@@ -443,6 +444,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         w.abort();
     }
     poller.abort();
+    if let Some(n) = notifier {
+        n.abort();
+    }
     if let Some(r) = reader {
         r.abort();
     }
@@ -455,6 +459,30 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         "enforcer agent stopping; pinned enforcement stays in place"
     );
     Ok(())
+}
+
+/// Starts the Alertmanager push (docs/baseline.md) when the baseline has URLs for it.
+fn spawn_notifier(shared: &Shared) -> Option<tokio::task::JoinHandle<()>> {
+    let a = lock(shared);
+    let b = a.baseline()?;
+    let (settings, stats) = b.push_handle();
+    if !settings.enabled() {
+        return None;
+    }
+    let rx = b.subscribe();
+    let instance = a.cfg.paths.instance.clone();
+    drop(a);
+    info!(
+        event = "alertmanager_push",
+        urls = ?settings.urls,
+        resend_secs = settings.resend_secs,
+        "pushing anomaly alerts to Alertmanager"
+    );
+    let s = shared.clone();
+    let firing_now = move || lock(&s).baseline().map(|b| b.firing()).unwrap_or_default();
+    Some(tokio::spawn(crate::baseline::notify::run(
+        settings, instance, rx, firing_now, stats,
+    )))
 }
 
 async fn poll_flows_every(shared: Shared, every: Duration) {
@@ -489,22 +517,32 @@ async fn read_events(shared: Shared, ring: aya::maps::RingBuf<aya::maps::MapData
                 return;
             }
         };
-        let ring = guard.get_inner_mut();
-        let mut batch = Vec::new();
-        while let Some(item) = ring.next() {
-            match enforcer_common::flow::FlowEvent::decode(&item) {
-                Ok(ev) => batch.push(ev),
-                Err(e) => warn!(error = ?e, "undecodable flow event"),
+        // Drain in batches (the agent lock is taken once per batch), and clear the
+        // readiness only once the ring is empty: the kernel wakes the fd for new data
+        // only, so events left behind would wait for the next one.
+        loop {
+            let ring = guard.get_inner_mut();
+            let mut batch = Vec::new();
+            let mut drained = false;
+            while batch.len() < 1024 {
+                let Some(item) = ring.next() else {
+                    drained = true;
+                    break;
+                };
+                match enforcer_common::flow::FlowEvent::decode(&item) {
+                    Ok(ev) => batch.push(ev),
+                    Err(e) => warn!(error = ?e, "undecodable flow event"),
+                }
             }
-            if batch.len() >= 1024 {
+            if !batch.is_empty() {
+                let mut a = lock(&shared);
+                for ev in &batch {
+                    a.flow_event(ev);
+                }
+            }
+            if drained {
+                guard.clear_ready();
                 break;
-            }
-        }
-        guard.clear_ready();
-        if !batch.is_empty() {
-            let mut a = lock(&shared);
-            for ev in &batch {
-                a.flow_event(ev);
             }
         }
     }

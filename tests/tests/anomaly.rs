@@ -1,9 +1,9 @@
 //! Anomaly alerts end to end: after a short learning period (1 s intervals) with
 //! steady iperf3 traffic and no alert, a real iperf3 spike on the learnt edge, a
 //! first flow to a never-contacted workload and a port scan (hping3) each raise the
-//! right alert within a few intervals, logged as `event="alert"`; the baseline is
-//! saved (on request and at shutdown) and a restarted agent resumes it without
-//! relearning.
+//! right alert within a few intervals, logged as `event="alert"` and pushed to a real
+//! Alertmanager (Debian's prometheus-alertmanager); the baseline is saved (on request
+//! and at shutdown) and a restarted agent resumes it without relearning.
 use std::{
     path::Path,
     process::Stdio,
@@ -76,6 +76,79 @@ fn wait_alert(agent: &Agent, what: &str, secs: u64, f: impl Fn(&Alert) -> bool) 
     }
 }
 
+/// Where the test's Alertmanager listens, in the lab's host namespace (the agent's).
+const ALERTMANAGER: &str = "127.0.0.1:9093";
+
+/// Starts Debian's Alertmanager in the lab's host namespace, clustering off, with a
+/// route to nowhere (the test reads what it received through its API); stopped with
+/// the lab.
+fn start_alertmanager(lab: &Lab, dir: &Path) -> enforcer_tests::LabChild {
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route: {receiver: none}\nreceivers: [{name: none}]\n",
+    )
+    .expect("alertmanager config");
+    let storage = dir.join("alertmanager-data");
+    let mut cmd = lab.cmd("host", "prometheus-alertmanager");
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", storage.display()))
+        .arg(format!("--web.listen-address={ALERTMANAGER}"))
+        .arg("--cluster.listen-address=")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = lab
+        .spawn_command(cmd)
+        .expect("start prometheus-alertmanager");
+    let end = Instant::now() + Duration::from_secs(20);
+    while alertmanager_alerts(lab).is_none() {
+        assert!(
+            Instant::now() < end,
+            "Alertmanager did not start on {ALERTMANAGER}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child
+}
+
+type Labels = std::collections::BTreeMap<String, String>;
+
+/// The label sets of the alerts Alertmanager holds (`None`: it does not answer).
+fn alertmanager_alerts(lab: &Lab) -> Option<Vec<Labels>> {
+    let out = lab
+        .cmd("host", "curl")
+        .args(["-sf", "--max-time", "2"])
+        .arg(format!("http://{ALERTMANAGER}/api/v2/alerts"))
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Gettable {
+        labels: Labels,
+    }
+    let v: Vec<Gettable> = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v.into_iter().map(|a| a.labels).collect())
+}
+
+/// Waits (up to `secs`) until Alertmanager holds an alert whose labels match `f`.
+fn wait_alertmanager(lab: &Lab, secs: u64, f: impl Fn(&Labels) -> bool) -> Labels {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = alertmanager_alerts(lab).unwrap_or_default();
+        if let Some(l) = got.iter().find(|l| f(l)) {
+            return l.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "no matching alert in Alertmanager after {secs} s; it holds: {got:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn edge_is(a: &Alert, src: &str, dst: &str, port: u16) -> bool {
     a.edge
         .as_ref()
@@ -115,6 +188,7 @@ fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
     let file = dir.path().join("baseline.json");
     let file_arg = file.to_str().expect("utf-8 path");
     let learning = LEARNING_SECS.to_string();
+    let _alertmanager = start_alertmanager(&lab, dir.path());
     let mut agent = Agent::start_with_args(
         bin(),
         lab.host_netns(),
@@ -129,6 +203,8 @@ fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
             &learning,
             "--baseline-file",
             file_arg,
+            "--alertmanager-url",
+            &format!("http://{ALERTMANAGER}"),
         ],
     );
     let web4 = lab.addr4("web").to_string();
@@ -183,6 +259,18 @@ fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
         a.summary
     );
     assert_eq!(a.workloads, vec!["client".to_string(), "db".to_string()]);
+    // The same alert reached Alertmanager, with the labels it routes on.
+    let pushed = wait_alertmanager(&lab, 10, |l| {
+        let is = |k: &str, v: &str| l.get(k).is_some_and(|x| x == v);
+        is("kind", "new_edge") && is("src", "client") && is("dst", "db")
+    });
+    assert_eq!(pushed["alertname"], "EnforcerAnomaly");
+    assert_eq!(pushed["port"], "80");
+    assert_eq!(pushed["severity"], a.severity.as_str());
+    let am = baseline(&agent)
+        .alertmanager
+        .expect("alertmanager push status");
+    assert!(am.sent >= 1 && am.failed == 0, "{am:?}");
 
     // 3. A port scan: 300 SYNs to ports 2000..2299 of web (all dropped).
     let out = lab

@@ -50,6 +50,8 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     "python3-scapy",
     "prometheus",
+    // The baseline's Alertmanager push is tested against the real thing.
+    "prometheus-alertmanager",
     "chromium",
 ];
 

@@ -19,6 +19,7 @@ pub mod eval;
 pub mod fanout;
 pub mod model;
 pub mod monitor;
+pub mod notify;
 pub mod obs;
 pub mod replay;
 pub mod rules;

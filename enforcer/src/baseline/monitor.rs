@@ -17,6 +17,9 @@ use super::{
     store::{self, BaselineFile, Loaded},
     unix_ms,
 };
+use std::sync::Arc;
+
+use super::notify::PushStats;
 use crate::graph::{Delta, GraphView};
 
 /// What `enforcer baseline status` shows.
@@ -44,6 +47,9 @@ pub struct BaselineStatus {
     pub last_save_error: Option<String>,
     pub firing: usize,
     pub alerts: AlertCounts,
+    /// Pushes to Alertmanager, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<super::notify::PushStatus>,
 }
 
 pub struct Monitor {
@@ -62,6 +68,7 @@ pub struct Monitor {
     last_saved: Option<String>,
     last_save_error: Option<String>,
     follow: tokio::sync::broadcast::Sender<Alert>,
+    push: Arc<PushStats>,
 }
 
 impl Monitor {
@@ -112,8 +119,19 @@ impl Monitor {
             last_saved: None,
             last_save_error: None,
             follow,
+            push: Arc::default(),
             settings,
         }
+    }
+
+    /// The Alertmanager push settings, its counters, and the alerts firing now: what
+    /// the notifier task needs (`notify::run`).
+    pub fn push_handle(&self) -> (super::notify::AlertmanagerSettings, Arc<PushStats>) {
+        (self.settings.alertmanager.clone(), self.push.clone())
+    }
+
+    pub fn firing(&self) -> Vec<Alert> {
+        self.engine.firing().cloned().collect()
     }
 
     /// One poll of the flow map: its deltas, read at `now`.
@@ -194,6 +212,11 @@ impl Monitor {
             last_save_error: self.last_save_error.clone(),
             firing: self.engine.firing().count(),
             alerts: self.counts(),
+            alertmanager: self
+                .settings
+                .alertmanager
+                .enabled()
+                .then(|| self.push.status(&self.settings.alertmanager.urls)),
         }
     }
 

@@ -37,6 +37,8 @@ pub struct Settings {
     /// Alerts kept in memory for `/v1/alerts` and `enforcer alerts` [default: 1000].
     pub history: usize,
     pub detectors: Detectors,
+    /// Push alerts to Alertmanager (docs/baseline.md, "Alertmanager") [default: off].
+    pub alertmanager: super::notify::AlertmanagerSettings,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             edge_retention_secs: 8 * 86_400,
             history: 1000,
             detectors: Detectors::default(),
+            alertmanager: super::notify::AlertmanagerSettings::default(),
         }
     }
 }
@@ -204,6 +207,7 @@ impl Settings {
         if self.max_edges == 0 {
             return bad("maxEdges", "must be at least 1");
         }
+        self.alertmanager.validate()?;
         if self.save_interval_secs == 0 {
             return bad("saveIntervalSecs", "must be at least 1");
         }

@@ -33,6 +33,10 @@ pub struct AgentFlags {
     /// Turn the traffic baseline and anomaly alerts off.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Push anomaly alerts to this Alertmanager (base URL, e.g.
+    /// http://alertmanager:9093; repeat for several) [default: no push].
+    #[arg(long, value_name = "URL")]
+    pub alertmanager_url: Vec<String>,
 }
 
 impl AgentFlags {
@@ -41,7 +45,8 @@ impl AgentFlags {
         let any = self.baseline_learning_secs.is_some()
             || self.baseline_interval_secs.is_some()
             || self.baseline_file.is_some()
-            || self.no_baseline;
+            || self.no_baseline
+            || !self.alertmanager_url.is_empty();
         if !any {
             return None;
         }
@@ -57,6 +62,9 @@ impl AgentFlags {
         }
         if self.no_baseline {
             s.enabled = false;
+        }
+        if !self.alertmanager_url.is_empty() {
+            s.alertmanager.urls.clone_from(&self.alertmanager_url);
         }
         Some(s)
     }
