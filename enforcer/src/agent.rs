@@ -184,6 +184,11 @@ impl Agent {
         }
     }
 
+    /// The policy file in force (what `status` shows as `policy.file`).
+    pub fn policy_file(&self) -> String {
+        self.policy_path.display().to_string()
+    }
+
     fn files_changed(&self) -> bool {
         (stamp(&self.policy_path), stamp(&self.cfg.inventory)) != self.stamps
     }

@@ -325,7 +325,7 @@ async fn run_reload(
         let mut a = lock(&s);
         let report = a.reload(path.as_deref(), why)?;
         Ok::<_, AgentError>(ApplyAnswer {
-            file: a.status().policy.file,
+            file: a.policy_file(),
             report,
         })
     })

@@ -429,7 +429,7 @@ fn f_malformed_policies_are_refused_with_location_and_change_nothing() {
     let web4 = lab.addr4("web");
     let g0 = agent.status().policy.generation;
 
-    // Through the CLI: exit code 4, file:line and what is wrong.
+    // Through the CLI: exit code 4, file:line and what is wrong (the agent's answer).
     let bad = "version: 1\npolicies:\n  - name: web\n    selector: {app: web}\n    ingress:\n      - ports:\n          - {port: 90, endPort: 85}\n";
     let out = agent.apply("bad.yaml", bad);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -451,10 +451,17 @@ fn f_malformed_policies_are_refused_with_location_and_change_nothing() {
         "version: 1\npolicies:\n  - name: x\n    selectr: {}\n",
     )
     .expect("write");
+    // (The CLI's rejections above are in status too: wait for this file's.)
     wait_for(
         "the rejection to show in status",
         Duration::from_secs(5),
-        || agent.status().policy.last_error.is_some(),
+        || {
+            agent
+                .status()
+                .policy
+                .last_error
+                .is_some_and(|e| e.contains("policy.yaml"))
+        },
     );
     let st = agent.status();
     let e = st.policy.last_error.expect("last error");

@@ -43,11 +43,9 @@ pub fn execute(cli: &super::Cli, c: &Command) -> u8 {
 }
 
 fn apply(cli: &super::Cli, file: &std::path::Path, output: Output) -> u8 {
-    // Catch syntax errors before bothering the agent (it validates again).
-    if let Err(e) = PolicyFile::load(file) {
-        eprintln!("error: {e}");
-        return super::EXIT_REJECTED;
-    }
+    // The agent reads, validates and compiles the file itself and answers a bad one
+    // with file, line and reason (exit code 4); parsing it here as well would double
+    // the time a large policy takes to apply. `enforcer policy check` works offline.
     let path = match std::fs::canonicalize(file) {
         Ok(p) => p,
         Err(e) => {
