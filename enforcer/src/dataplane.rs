@@ -203,6 +203,11 @@ pub struct Dataplane {
     pin_dir: PathBuf,
     links: BTreeMap<(String, &'static str), LinkStatus>,
     monitoring: Monitoring,
+    /// Entries of the maps the agent writes (ENDPOINTS, IPCACHE, DENYLIST, POLICY), as
+    /// left by the last successful apply: the map status then needs no walk over
+    /// hundreds of thousands of keys. `None` until an apply succeeds, and after one
+    /// fails half-way (the maps then hold a partial epoch: walked and counted).
+    written: Option<std::collections::HashMap<&'static str, usize>>,
 }
 
 impl Dataplane {
@@ -242,6 +247,7 @@ impl Dataplane {
             pin_dir: pin_dir.into(),
             links: BTreeMap::new(),
             monitoring: Monitoring::default(),
+            written: None,
         })
     }
 
@@ -266,6 +272,7 @@ impl Dataplane {
     /// policy keeps being enforced.
     pub fn apply(&mut self, compiled: &Compiled) -> Result<ApplyReport> {
         let start = std::time::Instant::now();
+        self.written = None;
         let old = self.config()?;
         let epoch = 1 - (old.active_epoch & 1);
         let mut report = ApplyReport {
@@ -401,6 +408,15 @@ impl Dataplane {
                 }
             }
         }
+        self.written = Some(
+            [
+                (map_names::ENDPOINTS, report.endpoints),
+                (map_names::IPCACHE, report.ipcache_entries),
+                (map_names::DENYLIST, report.denylist_entries),
+                (map_names::POLICY, report.policy_entries),
+            ]
+            .into(),
+        );
         report.duration_ms = start.elapsed().as_secs_f64() * 1e3;
         info!(
             generation = report.generation,
@@ -663,9 +679,10 @@ impl Dataplane {
                 _ => continue,
             };
             let max_entries = data.info().map(|i| i.max_entries()).unwrap_or(0);
+            let written = self.written.as_ref().and_then(|w| w.get(name)).copied();
             out.push(MapStatus {
                 name,
-                entries: count_entries(data),
+                entries: written.unwrap_or_else(|| count_entries(data)),
                 max_entries,
             });
         }

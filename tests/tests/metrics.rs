@@ -188,6 +188,27 @@ fn a_scrape_passes_promtool_and_agrees_with_status() {
         assert!((0.0..=1.0).contains(&fill), "{}: {fill}", m.name);
     }
     assert!(s.one("enforcer_dataplane_map_entries", &[("map", "ENF_CT")]) >= 1.0);
+    // The entries of the maps the agent writes come from its last apply, not a walk
+    // of the map: check them against bpftool's dump of the pinned maps.
+    for m in after.maps.iter().filter(|m| {
+        ["ENF_ENDPOINTS", "ENF_IPCACHE", "ENF_DENYLIST", "ENF_POLICY"].contains(&m.name.as_str())
+    }) {
+        let pin = agent.pin_dir().join(&m.name);
+        let out = std::process::Command::new("bpftool")
+            .args(["-j", "map", "dump", "pinned"])
+            .arg(&pin)
+            .output()
+            .expect("bpftool");
+        assert!(out.status.success(), "bpftool map dump {}", pin.display());
+        let dump: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(dump.len(), m.entries, "{}: status vs bpftool", m.name);
+        assert_eq!(
+            s.one("enforcer_dataplane_map_entries", &[("map", &m.name)]),
+            m.entries as f64,
+            "{}",
+            m.name
+        );
+    }
     // The agent process.
     assert!(s.one("enforcer_agent_resident_memory_bytes", &[]) > 1e6);
     assert!(s.one("enforcer_agent_cpu_seconds_total", &[]) > 0.0);
