@@ -52,6 +52,9 @@ pub enum Command {
     Status(status::Args),
     Graph(graph::Args),
     Flows(flows::Args),
+    /// Check a policy file offline (`check`), or have the running agent apply one
+    /// atomically (`apply`): a bad file is refused with file, line and reason, and the
+    /// policy in force stays. See docs/policy.md
     #[command(subcommand)]
     Policy(policy::Command),
     Cleanup(cleanup::Args),

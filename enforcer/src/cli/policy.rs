@@ -12,9 +12,9 @@ use crate::{
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Validate FILE here, then have the running agent load it and apply it
-    /// atomically. The agent watches FILE from then on. A rejected file changes
-    /// nothing in the kernel.
+    /// Have the running agent read, validate and apply FILE atomically. The agent
+    /// watches FILE from then on. A rejected file changes nothing in the kernel: the
+    /// agent answers with file, line and reason (exit code 4).
     Apply {
         file: PathBuf,
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
