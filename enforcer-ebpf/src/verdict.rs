@@ -1,7 +1,14 @@
 //! The decision for one packet at one workload interface.
 //!
-//! Order: endpoint → parse → host deny list → fragments → connection tracking →
-//! policy. Every decision is counted per (interface, direction, reason).
+//! Order: endpoint → parse → (later fragments: host deny list, then the first
+//! fragment's verdict) → connection tracking → host deny list → policy. Every
+//! decision is counted per (interface, direction, reason).
+//!
+//! A connection-tracking hit made under the live policy generation skips the deny
+//! list: its entry was made (or re-checked) against this very deny list, and every
+//! apply bumps the generation, so a deny-list change re-checks every tracked
+//! connection on its next packet. Established traffic, the bulk of all packets,
+//! costs one LPM lookup less.
 use aya_ebpf::{
     EbpfContext as _, bindings::__sk_buff, helpers::bpf_ktime_get_ns, maps::lpm_trie::Key,
     programs::TcContext,
@@ -161,14 +168,10 @@ fn classify(cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir: u8, pkt: &Packet
     };
     let epoch = cfg.active_epoch;
 
-    let lpm = Key::new(FULL_PREFIX, LpmAddr { epoch, addr: peer });
-    if let Some(d) = DENYLIST.get(&lpm)
-        && d.action == DENY
-    {
-        return Outcome::new(Reason::DropCidrDenied, d.rule, identity::WORLD);
-    }
-
     if pkt.frag == Frag::Later {
+        if let Some(out) = deny_listed(&peer, epoch) {
+            return out;
+        }
         let fk = frag_key(ifindex, dir, pkt);
         // SAFETY: value is a plain u32 copied out immediately.
         let r = if unsafe { FRAGS.get(&fk) }.is_some() {
@@ -195,6 +198,9 @@ fn classify(cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir: u8, pkt: &Packet
         remember_first_fragment(ifindex, dir, pkt, out.reason);
         return out;
     }
+    if let Some(out) = deny_listed(&peer, epoch) {
+        return out;
+    }
 
     let out = evaluate(ep, dir, &peer, pkt.proto, port, epoch);
     if !out.reason.is_drop() {
@@ -215,6 +221,20 @@ fn classify(cfg: &Config, ep: &EndpointInfo, ifindex: u32, dir: u8, pkt: &Packet
     out
 }
 
+/// The host deny list: a `deny` prefix drops, an `except` prefix inside it does not.
+#[inline(always)]
+fn deny_listed(peer: &[u8; 16], epoch: u32) -> Option<Outcome> {
+    let lpm = Key::new(FULL_PREFIX, LpmAddr { epoch, addr: *peer });
+    match DENYLIST.get(&lpm) {
+        Some(d) if d.action == DENY => Some(Outcome::new(
+            Reason::DropCidrDenied,
+            d.rule,
+            identity::WORLD,
+        )),
+        _ => None,
+    }
+}
+
 #[inline(always)]
 fn peer_identity(peer: &[u8; 16], epoch: u32) -> u32 {
     let lpm = Key::new(FULL_PREFIX, LpmAddr { epoch, addr: *peer });
@@ -225,8 +245,9 @@ fn peer_identity(peer: &[u8; 16], epoch: u32) -> u32 {
 }
 
 /// Established or reply traffic of a tracked connection. Entries from an older
-/// policy generation are re-checked against the live policy; if it no longer allows
-/// the connection, the entry is removed and the packet is evaluated as new.
+/// policy generation are re-checked against the live deny list and policy; if they
+/// no longer allow the connection, the entry is removed and the packet is evaluated
+/// as new.
 #[inline(always)]
 fn conntrack(
     cfg: &Config,
@@ -268,6 +289,12 @@ fn conntrack(
         return None;
     }
     if ct.generation != cfg.generation {
+        // Made under another policy: the deny list and the policy in force decide
+        // again. If either refuses, the packet is judged as new (and dropped).
+        if deny_listed(peer, cfg.active_epoch).is_some() {
+            let _ = CT.remove(key);
+            return None;
+        }
         let out = evaluate(ep, ct.dir, peer, fwd.proto, orig_port, cfg.active_epoch);
         if out.reason.is_drop() {
             let _ = CT.remove(key);

@@ -665,6 +665,38 @@ fn reapplied_policy_rechecks_tracked_connections() {
     f.expect(Hook::FromWorkload, &reply, Reason::DropPortNotDeclared);
 }
 
+/// Established traffic skips the deny-list lookup while the policy generation is
+/// unchanged; a deny list that grows to cover a tracked peer still cuts it, in both
+/// directions, on the next packet.
+#[test]
+fn a_deny_list_change_cuts_tracked_connections() {
+    let mut f = Fixture::new(MODE_ENFORCE);
+    // Anyone may reach UDP 53; 198.51.100.9 is not deny-listed yet.
+    let peer = [198, 51, 100, 9];
+    f.expect(
+        Hook::ToWorkload,
+        &ipv4(peer, WL4, UDP, 0, 1, &udp(5353, 53)),
+        Reason::AllowPolicy,
+    );
+    let more = ipv4(peer, WL4, UDP, 0, 2, &udp(5353, 53));
+    let reply = ipv4(WL4, peer, UDP, 0, 3, &udp(53, 5353));
+    f.expect(Hook::ToWorkload, &more, Reason::AllowEstablished);
+    f.expect(Hook::FromWorkload, &reply, Reason::AllowEstablished);
+    let mut c = compiled(MODE_ENFORCE);
+    c.denylist.push((
+        net("198.51.100.0/24"),
+        DenyInfo {
+            action: DENY,
+            rule: 2,
+        },
+    ));
+    f.dp.apply(&c).expect("apply a wider deny list");
+    f.expect(Hook::FromWorkload, &reply, Reason::DropCidrDenied);
+    f.expect(Hook::ToWorkload, &more, Reason::DropCidrDenied);
+    // And the entry is gone, not just skipped once: again, still denied.
+    f.expect(Hook::ToWorkload, &more, Reason::DropCidrDenied);
+}
+
 #[test]
 fn unknown_interface_is_not_ours() {
     let f = Fixture::new(MODE_ENFORCE);
