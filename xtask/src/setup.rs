@@ -23,6 +23,8 @@ const STABLE_COMPONENTS: &[&str] = &["clippy", "rustfmt"];
 pub const EBPF_NIGHTLY: &str = "nightly-2026-07-01";
 const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy", "rustfmt"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Runs the fuzz targets in fuzz/ (`cargo xtask test` smoke-runs each of them).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_MAJOR: &str = "22";
 /// Build: compiler, LLVM 22 for bpf-linker. Tests and demo: namespaces and traffic tools,
 /// peer firewalls for the benchmarks, Prometheus for the rules tests, Chromium for
@@ -81,6 +83,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let apt = setup.apt_packages();
     setup.bpf_linker(stable && apt);
+    setup.cargo_fuzz(stable);
     setup.dashboard_check_packages(&workspace);
     setup.python_tools(apt);
     setup.runtime_checks();
@@ -436,6 +439,45 @@ impl Setup {
             }
             (Ok(()), Some(p)) => self.fail(&what, &p),
             (Err(e), _) => self.fail(&what, &e),
+        }
+    }
+
+    /// cargo-fuzz, which builds and runs the fuzz targets (fuzz/) on the eBPF nightly.
+    fn cargo_fuzz(&mut self, prerequisites: bool) {
+        let what = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+        let found = find_program("cargo-fuzz");
+        let version = found
+            .as_ref()
+            .and_then(|p| query(Command::new(p).arg("--version")))
+            .unwrap_or_default();
+        if version.trim() == format!("cargo-fuzz {CARGO_FUZZ_VERSION}") {
+            self.ok(&what);
+            return;
+        }
+        let problem = if found.is_none() {
+            "not installed".to_owned()
+        } else {
+            format!("found `{}`", version.trim())
+        };
+        if self.check {
+            self.missing(&what, &problem);
+            return;
+        }
+        if !prerequisites {
+            self.fail(
+                &what,
+                &format!("{problem}; installing it needs rust {STABLE}"),
+            );
+            return;
+        }
+        self.busy(&format!("installing {what}: {problem}"));
+        let mut cmd = rustup();
+        cmd.args(["run", STABLE, "cargo", "install", "cargo-fuzz"])
+            .args(["--version", CARGO_FUZZ_VERSION, "--locked", "--force"])
+            .current_dir(home());
+        match self.run(&mut cmd) {
+            Ok(()) => self.installed(&what),
+            Err(e) => self.fail(&what, &e),
         }
     }
 

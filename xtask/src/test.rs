@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every check CI runs, in order: format, lints (userspace and
 //! the eBPF crate with its own toolchain), unprivileged unit tests, the Prometheus
-//! rule tests and the dashboard type check, then the
+//! rule tests, the dashboard type check, a short run of every fuzz target, then the
 //! privileged end-to-end tests (root; each in its own lab of network namespaces).
 //! All steps run even after a failure; the summary says which failed.
 use std::{
@@ -26,9 +26,12 @@ pub struct Args {
 }
 
 struct Step {
-    name: &'static str,
+    name: String,
     cmd: Command,
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECS: u32 = 20;
 
 pub fn cargo() -> Command {
     // The rustup proxy without the toolchain the proxy that started us pinned, so
@@ -45,7 +48,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         let mut c = cargo();
         c.args(["fmt", "--all", "--check"]);
         steps.push(Step {
-            name: "cargo fmt --check",
+            name: "cargo fmt --check".into(),
             cmd: c,
         });
         let mut c = cargo();
@@ -60,7 +63,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
             "warnings",
         ]);
         steps.push(Step {
-            name: "clippy (userspace)",
+            name: "clippy (userspace)".into(),
             cmd: c,
         });
         let mut c = Command::new("rustup");
@@ -81,7 +84,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
             "warnings",
         ]);
         steps.push(Step {
-            name: "clippy (eBPF)",
+            name: "clippy (eBPF)".into(),
             cmd: c,
         });
     }
@@ -91,7 +94,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         c.arg(root.join("deploy/kubernetes").join(m));
     }
     steps.push(Step {
-        name: "kubernetes-validate deploy/kubernetes",
+        name: "kubernetes-validate deploy/kubernetes".into(),
         cmd: c,
     });
     let mut c = cargo();
@@ -104,7 +107,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         "enforcer-tests",
     ]);
     steps.push(Step {
-        name: "unit tests",
+        name: "unit tests".into(),
         cmd: c,
     });
     // Prometheus rules: syntax, then the unit tests of every alert (dashboards/rules/tests).
@@ -113,7 +116,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     c.args(["check", "rules"])
         .arg(rules.join("enforcer.rules.yaml"));
     steps.push(Step {
-        name: "promtool check rules",
+        name: "promtool check rules".into(),
         cmd: c,
     });
     let mut rule_tests: Vec<_> = std::fs::read_dir(rules.join("tests"))
@@ -130,16 +133,46 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     let mut c = Command::new("promtool");
     c.args(["test", "rules"]).args(&rule_tests);
     steps.push(Step {
-        name: "promtool test rules",
+        name: "promtool test rules".into(),
         cmd: c,
     });
     // Grafana dashboards against @grafana/schema (`cargo xtask setup` installs it).
     let mut c = Command::new("npm");
     c.args(["--prefix", "dashboards/check", "run", "check"]);
     steps.push(Step {
-        name: "dashboards type-check (@grafana/schema)",
+        name: "dashboards type-check (@grafana/schema)".into(),
         cmd: c,
     });
+    // Every fuzz target (fuzz/fuzz_targets) builds and runs a short while on the eBPF
+    // nightly with sanitizers: a parser panic found here fails CI, and the targets
+    // cannot rot. Long runs are for `cargo fuzz run` by hand (fuzz/Cargo.toml).
+    let mut targets: Vec<String> = std::fs::read_dir(root.join("fuzz/fuzz_targets"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".rs").map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    targets.sort();
+    if targets.is_empty() {
+        bail!(
+            "no fuzz targets in {}",
+            root.join("fuzz/fuzz_targets").display()
+        );
+    }
+    for t in targets {
+        let mut c = Command::new("rustup");
+        c.env_remove("RUSTUP_TOOLCHAIN");
+        c.args(["run", EBPF_NIGHTLY, "cargo", "fuzz", "run", "-O", &t, "--"])
+            .arg(format!("-max_total_time={FUZZ_SECS}"));
+        steps.push(Step {
+            name: format!("fuzz {t} ({FUZZ_SECS} s)"),
+            cmd: c,
+        });
+    }
     if !args.unprivileged {
         if !nix::unistd::geteuid().is_root() {
             bail!(
@@ -156,7 +189,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         // without a second test competing for the two cores.
         c.arg("--test-threads=1");
         steps.push(Step {
-            name: "end-to-end tests (root)",
+            name: "end-to-end tests (root)".into(),
             cmd: c,
         });
     }

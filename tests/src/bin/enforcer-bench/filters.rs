@@ -67,7 +67,7 @@ pub struct Setup {
 /// A filter in place; dropping it removes it.
 pub enum Active {
     None,
-    Enforcer(EnforcerOn),
+    Enforcer(Box<EnforcerOn>),
     Netfilter { ns: String, legacy: bool },
 }
 
@@ -105,7 +105,7 @@ pub fn put_in_place(filter: &Filter, blab: &BenchLab, scratch: &Path) -> Result<
                 return Err(format!("expected 4 links, attached {:?}", report.attached).into());
             }
             Ok((
-                Active::Enforcer(on),
+                Active::Enforcer(Box::new(on)),
                 Setup {
                     load_secs,
                     enforcer: Some(report),
