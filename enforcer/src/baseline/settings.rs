@@ -83,7 +83,8 @@ pub struct Detectors {
     pub event_hold_secs: u64,
     /// Active intervals an edge needs before spike and silence judge it.
     pub min_samples: u32,
-    /// Robust z-score (log rate against the seasonal expectation) of a spike.
+    /// z-score of a spike against the seasonal expectation: of the log rate for
+    /// bytes, count-aware for packets and connections (`model::count_z`).
     pub spike_z: f64,
     /// Observed at least this many times the expected rate.
     pub spike_min_ratio: f64,

@@ -116,7 +116,7 @@ pub struct ReplayArgs {
     /// Detection interval, seconds [default: 60; CSV: inferred from timestamps].
     #[arg(long)]
     pub interval_secs: Option<u64>,
-    /// Spike threshold: robust z-score [default: 4].
+    /// Spike threshold: z-score [default: 4].
     #[arg(long)]
     pub spike_z: Option<f64>,
     /// Spike threshold: at least this many times the expected rate [default: 2].
