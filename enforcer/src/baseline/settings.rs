@@ -88,7 +88,9 @@ pub struct Detectors {
     pub spike_z: f64,
     /// Observed at least this many times the expected rate.
     pub spike_min_ratio: f64,
-    /// Consecutive intervals beyond the threshold before a spike fires (k).
+    /// Intervals beyond the threshold before a spike fires (k), within one run of
+    /// consecutive intervals none of which is calm: an interval between the two
+    /// thresholds neither counts nor restarts the run.
     pub spike_intervals: u32,
     /// Smallest excess over the expected rate that counts, per metric.
     pub min_excess_bytes_per_sec: f64,

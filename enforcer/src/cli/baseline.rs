@@ -122,7 +122,7 @@ pub struct ReplayArgs {
     /// Spike threshold: at least this many times the expected rate [default: 2].
     #[arg(long)]
     pub spike_min_ratio: Option<f64>,
-    /// Consecutive intervals beyond the threshold before a spike fires [default: 2].
+    /// Intervals beyond the threshold (in one run) before a spike fires [default: 2].
     #[arg(long)]
     pub spike_intervals: Option<u32>,
     /// Calm intervals before a rate alert clears [default: 3].
