@@ -410,6 +410,16 @@ impl Engine {
         let t = self.triggers.entry(key.to_owned()).or_default();
         t.step(beyond, calm, k, m, t0)
     }
+
+    /// As [`Engine::step`], for spikes: an interval between the thresholds keeps a
+    /// run beyond the threshold going ([`Trigger::step_run`]).
+    fn step_run(&mut self, key: &str, beyond: bool, calm: bool, k: u32, m: u32, t0: u64) -> Step {
+        if !beyond && !self.triggers.contains_key(key) {
+            return Step::Nothing;
+        }
+        let t = self.triggers.entry(key.to_owned()).or_default();
+        t.step_run(beyond, calm, k, m, t0)
+    }
 }
 
 /// A normalised (source, destination, protocol, port).

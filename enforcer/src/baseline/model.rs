@@ -19,7 +19,13 @@
 //! (`1/√(λ+1)`). Updates are robust: an observation is clipped to 3σ before it moves
 //! anything, so an anomaly barely moves its own baseline.
 //!
-//! Memory: 3 metrics × 5 words, and, once the subject is an hour old and has been
+//! Scores: bytes use the log-rate z with that scale. Packets and connections are
+//! counts: what the deviation learnt is counting (Poisson) noise plus the rate's own
+//! noise, so the model also learns the counting variance of the same intervals
+//! (`cvar`), takes the rate's own noise as the rest (in quadrature, at least
+//! `scaleFloor`), and scores a count with [`count_z`], which keeps the Poisson tails.
+//!
+//! Memory: 3 metrics × 6 words, and, once the subject is an hour old and has been
 //! active for 10 intervals, 3 × (24 + 168) profile values, 24 activity values and
 //! 24 + 168 bucket counts: ≈ 3 KiB per subject (see `docs/baseline.md`).
 use serde::{Deserialize, Serialize};
@@ -71,6 +77,12 @@ impl Metric {
             Metric::Bytes => 100.0,
             Metric::Packets | Metric::Connections => 1.0,
         }
+    }
+
+    /// Whether the metric counts events (packets, connections), so that its noise
+    /// includes counting (Poisson) noise; bytes are the packets' sizes summed.
+    pub fn is_count(self) -> bool {
+        matches!(self, Metric::Packets | Metric::Connections)
     }
 
     /// Log rate of `count` over `secs`.
@@ -129,6 +141,10 @@ pub struct Series {
     /// Short-term departure from `level + season` (follows a lasting change).
     pub fast: f32,
     pub dev: f32,
+    /// Counting variance of the learnt intervals (EWMA, with the weights of `dev`):
+    /// the part of `dev` that is Poisson noise, for count metrics.
+    #[serde(default)]
+    pub cvar: f32,
     /// Samples learnt.
     pub n: u32,
     /// The profile the last prediction used.
@@ -145,8 +161,14 @@ pub struct Series {
 pub struct Expect {
     pub y: f64,
     pub season: f64,
+    /// Scale of the log rate (robust learning, and the z-score of bytes).
     pub sigma: f64,
     pub mode: u8,
+    /// Count metrics: the counting variance of the log count expected now
+    /// ([`counting_var`]), and the scale of the rate's own, extra-Poisson noise
+    /// (at least `scaleFloor`). Both 0 for bytes.
+    pub count_var: f64,
+    pub extra: f64,
 }
 
 impl Series {
@@ -176,6 +198,8 @@ impl Series {
             season,
             sigma: (1.2533 * f64::from(self.dev)).max(p.scale_floor),
             mode,
+            count_var: 0.0,
+            extra: 0.0,
         }
     }
 
@@ -211,6 +235,7 @@ impl Series {
         self.fast = (f64::from(self.fast) + p.alpha_fast * ec) as f32;
         self.level = (level0 + a_slow * (yc - ex.season - level0)) as f32;
         self.dev = (f64::from(self.dev) + a_dev * (ed - f64::from(self.dev))) as f32;
+        self.cvar = (f64::from(self.cvar) + a_dev * (ex.count_var - f64::from(self.cvar))) as f32;
         // The profiles learn what the slow level does not explain.
         let resid = yc - level0;
         let learn = |b: &mut f32, alpha: f64, count: u16| {
@@ -231,6 +256,8 @@ impl Series {
             && self.fast.is_finite()
             && self.dev.is_finite()
             && self.dev >= 0.0
+            && self.cvar.is_finite()
+            && self.cvar >= 0.0
             && self.mode <= WEEKLY
             && (self.daily.is_empty() || self.daily.len() == DAY)
             && (self.weekly.is_empty() || self.weekly.len() == WEEK)
@@ -283,9 +310,17 @@ impl Forecast {
         m.rate(self.expect[m.index()].y, self.secs)
     }
 
-    /// Robust z-score of an observed count.
+    /// z-score of an observed count: for bytes, the robust z of the log rate; for
+    /// packets and connections, [`count_z`] of the count against the median count
+    /// expected, with the rate's own noise `extra`.
     pub fn z(&self, m: Metric, count: f64) -> f64 {
         let ex = &self.expect[m.index()];
+        if m.is_count() && ex.extra > 0.0 {
+            // The mean of ln(count + 1) is below ln(λ + 1) by about half its
+            // counting variance: undo that bias to get the median count expected.
+            let mu = (ex.y + ex.count_var / 2.0).exp() * self.secs - 1.0;
+            return count_z(count, mu, ex.extra);
+        }
         (m.y(count, self.secs) - ex.y) / ex.sigma
     }
 }
@@ -293,6 +328,46 @@ impl Forecast {
 /// Counting noise of a log count whose expected value is `lambda`.
 pub fn counting_sigma(lambda: f64) -> f64 {
     1.0 / (lambda.max(0.0) + 1.0).sqrt()
+}
+
+/// Counting variance of `ln(count + 1)` for a count whose log rate is expected to be
+/// `y` over `secs`: `Var[ln(X + 1)] ≈ 1/(λ + 1)` for `X ~ Poisson(λ)`, with
+/// `λ + 1 = e^y · secs` (the square of [`counting_sigma`]).
+pub fn counting_var(y: f64, secs: f64) -> f64 {
+    1.0 / (y.exp() * secs).max(1.0)
+}
+
+/// `x ln(x / lambda)`, 0 at `x = 0`.
+fn xlogx(x: f64, lambda: f64) -> f64 {
+    if x > 0.0 { x * (x / lambda).ln() } else { 0.0 }
+}
+
+/// How far `count` is from `mu` expected, in standard deviations, when the count is
+/// Poisson around a rate that itself varies by a log-normal factor of scale `s`:
+/// `X ~ Poisson(mu · e^ε)`, `ε ~ N(0, s²)`. It is the signed root of the profile
+/// likelihood-ratio statistic: the least `ε²/s² + D(x, mu · e^ε)` over `ε`, where `D`
+/// is the Poisson deviance. For large counts it tends to the log-rate z with the two
+/// noises added in quadrature, `ln(x/mu) / √(s² + 1/mu)`; for small counts it keeps
+/// the Poisson tails, which are much lighter upwards than the log's Gaussian
+/// approximation, so that P(z ≥ t) stays close to the normal tail.
+pub fn count_z(count: f64, mu: f64, s: f64) -> f64 {
+    let x = count.max(0.0);
+    let mu = mu.max(1e-6);
+    let s2 = (s * s).max(1e-9);
+    // The minimum solves g(ε) = ε/s² + mu·e^ε − x = 0; g is increasing and convex,
+    // so Newton's method from a point where g ≥ 0 descends to it without overshoot.
+    let mut e = if x > mu { (x / mu).ln() } else { 0.0 };
+    for _ in 0..100 {
+        let m = mu * e.exp();
+        let step = (e / s2 + m - x) / (1.0 / s2 + m);
+        e -= step;
+        if step.abs() < 1e-12 {
+            break;
+        }
+    }
+    let lambda = mu * e.exp();
+    let stat = e * e / s2 + 2.0 * (xlogx(x, lambda) - (x - lambda));
+    stat.max(0.0).sqrt().copysign(x - mu)
 }
 
 impl RateModel {
@@ -317,6 +392,18 @@ impl RateModel {
         }
         let conns = &mut expect[Metric::Connections.index()];
         conns.sigma = conns.sigma.max(counting_sigma(conns.y.exp() * secs - 1.0));
+        // What `dev` learnt is both noises: the rate's own is what the counting
+        // variance of the same intervals does not explain (in quadrature).
+        for m in [Metric::Packets, Metric::Connections] {
+            let s = &self.series[m.index()];
+            let ex = &mut expect[m.index()];
+            ex.count_var = counting_var(ex.y, secs);
+            let learnt = (1.2533 * f64::from(s.dev)).powi(2);
+            ex.extra = (learnt - f64::from(s.cvar))
+                .max(0.0)
+                .sqrt()
+                .max(p.scale_floor);
+        }
         let activity = if age >= p.daily_after_ms && self.activity_daily.len() == DAY {
             self.activity_daily[hour_of_day(t_ms)]
         } else {
@@ -481,6 +568,131 @@ mod tests {
             busy.rate(Metric::Bytes),
             quiet.rate(Metric::Bytes)
         );
+    }
+
+    /// P(X ≥ k) for X ~ Poisson(lambda).
+    fn poisson_tail(k: u64, lambda: f64) -> f64 {
+        let mut term = (-lambda).exp();
+        let mut below = 0.0;
+        for i in 0..k {
+            below += term;
+            term *= lambda / (i + 1) as f64;
+        }
+        1.0 - below
+    }
+
+    #[test]
+    fn count_z_keeps_poisson_tails_and_tends_to_the_log_z() {
+        // Nothing unusual: 0; monotone in the count.
+        assert_eq!(count_z(13.0, 13.0, 0.15), 0.0);
+        let zs: Vec<f64> = (0..100)
+            .map(|x| count_z(f64::from(x), 13.0, 0.15))
+            .collect();
+        assert!(zs.windows(2).all(|w| w[0] < w[1]));
+        assert!(zs[0] < -2.0 && zs[99] > 8.0);
+        // Large counts: the log-rate z, the two noises in quadrature.
+        let (mu, s): (f64, f64) = (1e6, 0.2);
+        let log_z = 2f64.ln() / (s * s + 1.0 / mu).sqrt();
+        assert!((count_z(2.0 * mu, mu, s) / log_z - 1.0).abs() < 0.02);
+        // Pure counting noise: the first count with z ≥ 4 (or 3) is about as rare as
+        // a normal deviate beyond 4 (3), at small and moderate counts alike.
+        for mu in [3.0, 13.0, 40.0] {
+            for (t, normal) in [(3.0, 1.35e-3), (4.0, 3.17e-5)] {
+                let x = (0u64..)
+                    .find(|x| count_z(*x as f64, mu, 1e-4) >= t)
+                    .expect("x");
+                let p = poisson_tail(x, mu);
+                assert!(
+                    (0.25 * normal..4.0 * normal).contains(&p),
+                    "mu {mu}: P(X >= {x}) = {p:e}, normal {normal:e}"
+                );
+            }
+        }
+        // A x3 of 13 counts, with 15 % of rate noise: beyond 4 (the log-rate z with
+        // the counting noise as the scale was 3.8).
+        let old = (40.0f64 / 14.0).ln() / counting_sigma(13.0);
+        assert!(old < 4.0);
+        assert!(count_z(39.0, 13.0, 0.15) > 4.5);
+    }
+
+    /// Learns `n` steady intervals of `lambda` connections a minute with log-normal
+    /// rate noise `noise`; returns the model.
+    fn learn_counts(lambda: f64, noise: f64, n: u64) -> RateModel {
+        use crate::baseline::eval::traffic::Rng;
+        let p = params(60.0);
+        let mut rng = Rng::new(11);
+        let mut m = RateModel::new(0);
+        for i in 0..n {
+            let t = i * 60_000;
+            let rate = lambda * (noise * rng.normal()).exp();
+            let c = rng.poisson(rate) as f64;
+            let fc = m.forecast(t, 60.0, &p);
+            m.update(t, [60_000.0, 100.0, c], true, &fc, &p);
+        }
+        m
+    }
+
+    #[test]
+    fn rate_noise_is_what_counting_noise_does_not_explain() {
+        let p = params(60.0);
+        let conns = Metric::Connections.index();
+        // Poisson counts alone: no rate noise beyond the floor.
+        let quiet = learn_counts(13.0, 0.0, 3000).forecast(3000 * 60_000, 60.0, &p);
+        let ex = quiet.expect[conns];
+        assert!(ex.extra < 0.17, "{ex:?}");
+        assert!((ex.count_var - 1.0 / 14.0).abs() < 0.01, "{ex:?}");
+        // The median count expected is the rate's.
+        assert!((quiet.z(Metric::Connections, 13.0)).abs() < 0.3);
+        // With 30 % of log-normal rate noise, that is what is left.
+        let noisy = learn_counts(13.0, 0.3, 3000).forecast(3000 * 60_000, 60.0, &p);
+        let ex = noisy.expect[conns];
+        assert!((0.25..0.36).contains(&ex.extra), "{ex:?}");
+        // Bytes keep the log-rate z.
+        assert_eq!(noisy.expect[Metric::Bytes.index()].extra, 0.0);
+    }
+
+    #[test]
+    fn count_scores_are_calibrated_on_counting_noise() {
+        // Learnt on Poisson counts of 13 a minute, then scored on more of them: the
+        // share of z ≥ 2 is not above the normal tail's (2.3 %; below it here, as
+        // `scaleFloor` assumes 15 % of rate noise this series does not have), and
+        // z ≥ 4 is rare.
+        use crate::baseline::eval::traffic::Rng;
+        let p = params(60.0);
+        let mut m = learn_counts(13.0, 0.0, 2000);
+        let mut rng = Rng::new(5);
+        let (mut over2, mut over4, n) = (0, 0, 20_000u64);
+        for i in 2000..2000 + n {
+            let t = i * 60_000;
+            let c = rng.poisson(13.0) as f64;
+            let fc = m.forecast(t, 60.0, &p);
+            let z = fc.z(Metric::Connections, c);
+            over2 += u32::from(z >= 2.0);
+            over4 += u32::from(z >= 4.0);
+            m.update(t, [60_000.0, 100.0, c], true, &fc, &p);
+        }
+        let share = f64::from(over2) / n as f64;
+        assert!((0.005..0.03).contains(&share), "{share}");
+        assert!(over4 <= 3, "{over4}");
+    }
+
+    #[test]
+    fn a_baseline_without_counting_variance_scores_conservatively() {
+        // A file written before `cvar` existed: all of `dev` counts as rate noise.
+        let p = params(60.0);
+        let mut m = learn_counts(13.0, 0.0, 1000);
+        let fc = m.forecast(1000 * 60_000, 60.0, &p);
+        let json = serde_json::to_value(&m).expect("json");
+        let mut old = json.clone();
+        for s in old["series"].as_array_mut().expect("series") {
+            s.as_object_mut().expect("series").remove("cvar");
+        }
+        m = serde_json::from_value(old).expect("old file");
+        assert!(m.is_valid());
+        let old_fc = m.forecast(1000 * 60_000, 60.0, &p);
+        let conns = Metric::Connections;
+        assert!(old_fc.expect[conns.index()].extra > fc.expect[conns.index()].extra);
+        assert!(old_fc.z(conns, 39.0) < fc.z(conns, 39.0));
     }
 
     #[test]

@@ -9,11 +9,16 @@ use super::{
 
 /// k consecutive intervals beyond the threshold fire; `m` consecutive calm
 /// intervals clear. Intervals neither beyond nor calm keep a firing alert firing.
+/// With [`Trigger::step_run`] (spikes) the same hysteresis holds before firing: k
+/// intervals beyond the threshold within one run of intervals none of which is calm
+/// fire, so an interval that dips between the two thresholds neither counts nor
+/// restarts the run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Trigger {
+    /// Intervals beyond the threshold in the current run.
     over: u32,
     calm: u32,
-    /// Start of the first interval of the current run beyond the threshold.
+    /// Start of the first interval beyond the threshold of the current run.
     pub onset_ms: u64,
     pub firing: bool,
 }
@@ -26,7 +31,25 @@ pub enum Step {
 }
 
 impl Trigger {
+    /// One interval: k consecutive intervals beyond fire.
     pub fn step(&mut self, beyond: bool, calm: bool, k: u32, m: u32, start_ms: u64) -> Step {
+        self.advance(beyond, calm, k, m, start_ms, false)
+    }
+
+    /// One interval: k intervals beyond within a run of intervals not calm fire.
+    pub fn step_run(&mut self, beyond: bool, calm: bool, k: u32, m: u32, start_ms: u64) -> Step {
+        self.advance(beyond, calm, k, m, start_ms, true)
+    }
+
+    fn advance(
+        &mut self,
+        beyond: bool,
+        calm: bool,
+        k: u32,
+        m: u32,
+        start_ms: u64,
+        hold: bool,
+    ) -> Step {
         if self.firing {
             if calm {
                 self.calm += 1;
@@ -49,7 +72,7 @@ impl Trigger {
                 self.calm = 0;
                 return Step::Fire;
             }
-        } else {
+        } else if calm || !hold {
             self.over = 0;
         }
         Step::Nothing
@@ -223,6 +246,41 @@ mod tests {
         assert_eq!(t.step(false, true, 2, 3, 80), Step::Nothing);
         assert_eq!(t.step(false, true, 2, 3, 90), Step::Clear);
         assert!(t.idle());
+    }
+
+    #[test]
+    fn a_dip_between_thresholds_does_not_restart_a_spike_run() {
+        // Beyond, between thresholds (neither beyond nor calm), beyond: k = 2 fires,
+        // with the onset at the first interval beyond.
+        let mut t = Trigger::default();
+        assert_eq!(t.step_run(true, false, 2, 3, 10), Step::Nothing);
+        assert_eq!(t.step_run(false, false, 2, 3, 20), Step::Nothing);
+        assert!(!t.idle());
+        assert_eq!(t.step_run(true, false, 2, 3, 30), Step::Fire);
+        assert_eq!(t.onset_ms, 10);
+        // The same with `step`: the dip restarts the run.
+        let mut t = Trigger::default();
+        assert_eq!(t.step(true, false, 2, 3, 10), Step::Nothing);
+        assert_eq!(t.step(false, false, 2, 3, 20), Step::Nothing);
+        assert_eq!(t.step(true, false, 2, 3, 30), Step::Nothing);
+        assert_eq!(t.step(true, false, 2, 3, 40), Step::Fire);
+        assert_eq!(t.onset_ms, 30);
+        // A calm interval ends the run: one beyond interval on each side never fires.
+        let mut t = Trigger::default();
+        assert_eq!(t.step_run(true, false, 2, 3, 10), Step::Nothing);
+        assert_eq!(t.step_run(false, true, 2, 3, 20), Step::Nothing);
+        assert!(t.idle());
+        assert_eq!(t.step_run(true, false, 2, 3, 30), Step::Nothing);
+        assert_eq!(t.step_run(false, true, 2, 3, 40), Step::Nothing);
+        assert!(t.idle());
+        // A single interval beyond, between calm ones, never fires either.
+        let mut t = Trigger::default();
+        for (i, (beyond, calm)) in [(false, true), (true, false), (false, false), (false, true)]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(t.step_run(beyond, calm, 2, 3, i as u64), Step::Nothing);
+        }
     }
 
     #[test]

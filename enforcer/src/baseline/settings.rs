@@ -83,11 +83,14 @@ pub struct Detectors {
     pub event_hold_secs: u64,
     /// Active intervals an edge needs before spike and silence judge it.
     pub min_samples: u32,
-    /// Robust z-score (log rate against the seasonal expectation) of a spike.
+    /// z-score of a spike against the seasonal expectation: of the log rate for
+    /// bytes, count-aware for packets and connections (`model::count_z`).
     pub spike_z: f64,
     /// Observed at least this many times the expected rate.
     pub spike_min_ratio: f64,
-    /// Consecutive intervals beyond the threshold before a spike fires (k).
+    /// Intervals beyond the threshold before a spike fires (k), within one run of
+    /// consecutive intervals none of which is calm: an interval between the two
+    /// thresholds neither counts nor restarts the run.
     pub spike_intervals: u32,
     /// Smallest excess over the expected rate that counts, per metric.
     pub min_excess_bytes_per_sec: f64,

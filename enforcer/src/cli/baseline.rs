@@ -116,13 +116,13 @@ pub struct ReplayArgs {
     /// Detection interval, seconds [default: 60; CSV: inferred from timestamps].
     #[arg(long)]
     pub interval_secs: Option<u64>,
-    /// Spike threshold: robust z-score [default: 4].
+    /// Spike threshold: z-score [default: 4].
     #[arg(long)]
     pub spike_z: Option<f64>,
     /// Spike threshold: at least this many times the expected rate [default: 2].
     #[arg(long)]
     pub spike_min_ratio: Option<f64>,
-    /// Consecutive intervals beyond the threshold before a spike fires [default: 2].
+    /// Intervals beyond the threshold (in one run) before a spike fires [default: 2].
     #[arg(long)]
     pub spike_intervals: Option<u32>,
     /// Calm intervals before a rate alert clears [default: 3].

@@ -33,7 +33,7 @@ impl Engine {
         };
         let key = format!("spike|{}", s.name);
         let beyond = d.spike && j.spike.is_some();
-        match self.step(
+        match self.step_run(
             &key,
             beyond,
             j.spike_calm,

@@ -131,6 +131,36 @@ fn spike_needs_k_intervals_and_clears_with_hysteresis() {
 }
 
 #[test]
+fn a_dip_between_the_thresholds_does_not_restart_a_spike() {
+    let mut e = Engine::new(&settings(30));
+    let ab = EdgeRef::new("a", "b", 6, 80);
+    for i in 0..60 {
+        e.observe(&iv(i, vec![(ab.clone(), steady(jitter(i)))]));
+    }
+    // x10, then x1.8 (under spikeZ and spikeMinRatio, over clearZ), then x10: the
+    // second interval beyond the threshold fires, with the run's start.
+    let mut fired = Vec::new();
+    for (i, bytes) in [(60, 1_000_000), (61, 180_000), (62, 1_000_000)] {
+        let out = e.observe(&iv(i, vec![(ab.clone(), steady(bytes))]));
+        fired.extend(out.into_iter().filter(|a| a.edge.is_some()).map(|a| (i, a)));
+    }
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    let (i, a) = &fired[0];
+    assert_eq!((*i, a.kind), (62, AlertKind::Spike));
+    assert_eq!(a.start_ms, 60 * MIN);
+    // A calm interval ends the run: x10, normal, x10 does not fire.
+    let cd = EdgeRef::new("c", "d", 6, 80);
+    let mut e = Engine::new(&settings(30));
+    for i in 0..60 {
+        e.observe(&iv(i, vec![(cd.clone(), steady(jitter(i)))]));
+    }
+    for (i, bytes) in [(60, 1_000_000), (61, jitter(61)), (62, 1_000_000)] {
+        let out = e.observe(&iv(i, vec![(cd.clone(), steady(bytes))]));
+        assert!(out.iter().all(|a| a.edge.is_none()), "{out:#?}");
+    }
+}
+
+#[test]
 fn a_busy_edge_going_silent_fires_after_three_intervals() {
     let mut e = Engine::new(&settings(30));
     let ab = EdgeRef::new("a", "b", 6, 80);

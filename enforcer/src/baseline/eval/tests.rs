@@ -18,10 +18,10 @@ fn targets_hold_on_a_small_seeded_run() {
     let r = run(&small());
     let table = r.markdown();
     println!("{table}");
-    // Every target but two documented as not met (docs/baseline.md): recall of x3
-    // connection-rate spikes (on low-rate, noisy edges a x3 is within the noise),
-    // and the strict "every detection within 3 intervals" (checked below as
-    // "90% of them").
+    // Every target but two documented as not always met (docs/baseline.md): recall
+    // of connection-rate spikes >= 3x (15/16 here: a x3 on an edge of about 0.2
+    // connections/s is under the minimum excess), and the strict "every detection
+    // within 3 intervals" (checked below as 98% of them, none later than 6).
     let known_gaps = ["recall, connection-rate", "detection within"];
     for t in &r.targets {
         if known_gaps.iter().any(|g| t.name.starts_with(g)) {
@@ -29,14 +29,16 @@ fn targets_hold_on_a_small_seeded_run() {
         }
         assert!(t.met, "target not met: {} = {}\n{table}", t.name, t.value);
     }
-    let conn3 = r
-        .classes
-        .iter()
-        .find(|c| c.class.starts_with("spike x3 (connections"))
-        .expect("row");
+    let row = |prefix: &str| {
+        r.classes
+            .iter()
+            .find(|c| c.class.starts_with(prefix))
+            .expect("row")
+    };
+    let (conn3, conn10) = (row("spike x3 (connections"), row("spike x10 (connections"));
     assert!(
-        conn3.recall >= 0.6,
-        "x3 connection spikes regressed\n{table}"
+        conn3.detected >= 7 && conn10.recall >= 1.0,
+        "connection spikes regressed\n{table}"
     );
     // Detection delay: on average within 3 intervals, and 90% of the time.
     for c in r.classes.iter().filter(|c| {
@@ -59,6 +61,20 @@ fn targets_hold_on_a_small_seeded_run() {
             c.detected
         );
     }
+    // Every detection of the targeted classes but one in 50 within 3 intervals.
+    let targeted = r.classes.iter().filter(|c| {
+        ["spike x3 (", "spike x5 (", "spike x10 (", "scan"]
+            .iter()
+            .any(|p| c.class.starts_with(p))
+            || c.class == "new edge"
+    });
+    let (within, detected, max) = targeted.fold((0, 0, 0), |(w, d, m), c| {
+        (w + c.within_3, d + c.detected, m.max(c.max_delay))
+    });
+    assert!(
+        within as f64 >= 0.98 * detected as f64 && max <= 6,
+        "{within} of {detected} within 3 intervals, max {max}\n{table}"
+    );
     // Every class was injected.
     assert!(r.classes.iter().all(|c| c.injected > 0), "{table}");
 }
