@@ -379,3 +379,48 @@ fn wait_listening(lab: &Lab, ns: &str, port: u16) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A flow that keeps being denied is reported again, at most once a second: three
+/// datagrams of one denied UDP flow, 1.3 s apart, give three deny events (the flow's
+/// first one when its entry is made, then one per later drop), not just the first.
+#[test]
+fn a_flow_denied_again_after_a_second_is_reported_again() {
+    let lab = Lab::up_yaml(SPEC).expect("lab");
+    let agent = Agent::start(bin(), lab.host_netns(), &lab.inventory_yaml(), POLICY);
+    // web serves TCP only: UDP 9 is not declared.
+    let to = std::net::SocketAddr::new(lab.addr4("web").into(), 9);
+    let port = lab.in_netns("client", || {
+        let s = std::net::UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        for i in 0..3 {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(1300));
+            }
+            s.send_to(b"denied", to).expect("send");
+        }
+        s.local_addr().expect("local address").port()
+    });
+    let src_port = format!("\"src_port\":{port},");
+    let denies = || {
+        agent
+            .log_text()
+            .lines()
+            .filter(|l| {
+                l.contains("\"event\":\"flow\"")
+                    && l.contains("\"kind\":\"deny\"")
+                    && l.contains("\"dst_port\":9,")
+                    && l.contains(&src_port)
+            })
+            .count()
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    while denies() < 3 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        denies(),
+        3,
+        "deny events for the flow from port {port}:\n{}",
+        agent.log_text()
+    );
+    assert!(agent.drops("web", "ingress", "dropped_port_not_declared") >= 3);
+}

@@ -711,3 +711,149 @@ fn unknown_interface_is_not_ours() {
     let res = prog.test_run(opts).expect("test run");
     assert_eq!(res.return_value, TCX_NEXT);
 }
+
+/// A header-length field below its minimum makes the packet malformed on its own:
+/// an IPv4 IHL under 5 in a UDP packet (no TCP data-offset check to fall back on),
+/// and a TCP data offset under 5 behind a valid IPv4 or IPv6 header. Read as if
+/// valid, the first would take ports from the address bytes and the second would
+/// pass as TCP 80 from an allowed peer.
+#[test]
+fn header_lengths_below_their_minimum_are_malformed_on_their_own() {
+    let f = Fixture::new(MODE_ENFORCE);
+    let to = Hook::ToWorkload;
+    for (proto, l4) in [(UDP, udp(5000, 53)), (ICMP, icmp_echo(8, 7))] {
+        let mut short_ihl = ipv4(STRANGER4, WL4, proto, 0, 1, &l4);
+        short_ihl[14] = 0x44;
+        f.expect(to, &short_ihl, Reason::DropMalformed);
+    }
+    let mut t = tcp(40000, 80, SYN);
+    t[12] = 0x40;
+    f.expect(
+        to,
+        &ipv4(CLIENT4, WL4, TCP, 0, 1, &t),
+        Reason::DropMalformed,
+    );
+    f.expect(
+        to,
+        &ipv6(v6(0x11), v6(0x10), TCP, &t),
+        Reason::DropMalformed,
+    );
+    // The same packets with valid lengths pass: the lengths alone decided.
+    f.expect(to, &tcp4(CLIENT4, WL4, 40000, 80), Reason::AllowPolicy);
+    f.expect(
+        to,
+        &ipv4(STRANGER4, WL4, UDP, 0, 1, &udp(5000, 53)),
+        Reason::AllowPolicy,
+    );
+}
+
+/// Later fragments carry no ports but do carry addresses: the host deny list applies
+/// to them like to any packet, also when their first fragment passed before the deny
+/// list grew, and in a direction no policy selects.
+#[test]
+fn later_fragments_obey_the_host_deny_list() {
+    let mut f = Fixture::new(MODE_ENFORCE);
+    let to = Hook::ToWorkload;
+    const MF: u16 = 0x2000;
+    let peer = [198, 51, 100, 9];
+    f.expect(
+        to,
+        &ipv4(peer, WL4, UDP, MF, 900, &udp(5000, 53)),
+        Reason::AllowPolicy,
+    );
+    let later = ipv4(peer, WL4, UDP, 185, 900, &[0u8; 16]);
+    f.expect(to, &later, Reason::AllowEstablished);
+    let mut c = compiled(MODE_ENFORCE);
+    c.denylist.push((
+        net("198.51.100.0/24"),
+        DenyInfo {
+            action: DENY,
+            rule: 2,
+        },
+    ));
+    c.endpoints[0].flags = FLAG_INGRESS_ENFORCED;
+    f.dp.apply(&c)
+        .expect("apply a wider deny list, egress not enforced");
+    // The remembered first fragment does not outrank the deny list.
+    f.expect(to, &later, Reason::DropCidrDenied);
+    // Egress is not enforced: only the deny list stops this orphan fragment.
+    f.expect(
+        Hook::FromWorkload,
+        &ipv4(WL4, DENIED4, UDP, 185, 901, &[0u8; 16]),
+        Reason::DropCidrDenied,
+    );
+}
+
+/// A direction no policy selects drops neither a malformed packet nor a later
+/// fragment without its first: nothing enforces that direction. The enforced
+/// direction still drops both.
+#[test]
+fn a_direction_no_policy_selects_drops_no_malformed_packet_or_orphan_fragment() {
+    let mut f = Fixture::new(MODE_ENFORCE);
+    let mut c = compiled(MODE_ENFORCE);
+    c.endpoints[0].flags = FLAG_INGRESS_ENFORCED;
+    f.dp.apply(&c).expect("apply ingress-only");
+    let out = tcp4(WL4, STRANGER4, 50000, 9999);
+    f.expect(
+        Hook::FromWorkload,
+        &out[..14 + 20 + 10],
+        Reason::AllowNotSelected,
+    );
+    f.expect(
+        Hook::FromWorkload,
+        &ipv4(WL4, STRANGER4, UDP, 185, 902, &[0u8; 16]),
+        Reason::AllowNotSelected,
+    );
+    let inbound = tcp4(STRANGER4, WL4, 50000, 80);
+    f.expect(
+        Hook::ToWorkload,
+        &inbound[..14 + 20 + 10],
+        Reason::DropMalformed,
+    );
+    f.expect(
+        Hook::ToWorkload,
+        &ipv4(STRANGER4, WL4, UDP, 185, 903, &[0u8; 16]),
+        Reason::DropFragment,
+    );
+}
+
+/// After an apply, a tracked connection is re-checked in its own orientation: when
+/// its first packet after the apply is a reply, the rule is looked up with the
+/// connection's destination port (the reply's source port), not the reply's
+/// destination port. Both directions are enforced here, so a wrong re-check would
+/// cut the connection.
+#[test]
+fn replies_survive_a_reapply_of_the_same_policy() {
+    let mut f = Fixture::new(MODE_ENFORCE);
+    // Inbound: CLIENT -> WL:80 (ingress rule).
+    f.expect(
+        Hook::ToWorkload,
+        &tcp4(CLIENT4, WL4, 42000, 80),
+        Reason::AllowPolicy,
+    );
+    let in_reply = ipv4(WL4, CLIENT4, TCP, 0, 2, &tcp(80, 42000, SYN | ACK));
+    f.expect(Hook::FromWorkload, &in_reply, Reason::AllowEstablished);
+    // Outbound: WL -> CIDR:443 (egress rule).
+    f.expect(
+        Hook::FromWorkload,
+        &tcp4(WL4, CIDR4, 42001, 443),
+        Reason::AllowPolicy,
+    );
+    let out_reply = ipv4(CIDR4, WL4, TCP, 0, 3, &tcp(443, 42001, SYN | ACK));
+    f.expect(Hook::ToWorkload, &out_reply, Reason::AllowEstablished);
+
+    f.dp.apply(&compiled(MODE_ENFORCE)).expect("re-apply");
+    f.expect(Hook::FromWorkload, &in_reply, Reason::AllowEstablished);
+    f.expect(Hook::ToWorkload, &out_reply, Reason::AllowEstablished);
+    // The entries were kept (re-stamped), not removed and re-made.
+    f.expect(
+        Hook::ToWorkload,
+        &ipv4(CLIENT4, WL4, TCP, 0, 4, &tcp(42000, 80, ACK)),
+        Reason::AllowEstablished,
+    );
+    f.expect(
+        Hook::FromWorkload,
+        &ipv4(WL4, CIDR4, TCP, 0, 5, &tcp(42001, 443, ACK)),
+        Reason::AllowEstablished,
+    );
+}
