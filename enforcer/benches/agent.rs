@@ -1,17 +1,22 @@
 //! Agent hot paths (issue #6; results in docs/benchmarks.md):
 //!
 //! - `ingest/*`: flow-map snapshots folded into the graph by `FlowTracker::poll`,
-//!   steady state (edges exist, counters moved) and first sight (every edge new).
+//!   steady state (edges exist, counters moved) and first sight (every edge new),
+//!   and steady state with the baseline taking every poll's deltas.
 //!   Throughput is in flow records per second, on one core.
 //! - `policy/*`: parsing a policy of 100k rules (one CIDR peer each) and compiling
 //!   policies of 1k and 10k such rules.
 //!
 //! `cargo bench -p enforcer --bench agent`; `cargo xtask bench` runs it too and reads
 //! the medians from `target/criterion/*/new/estimates.json`.
-use std::{hint::black_box, time::Duration};
+use std::{
+    hint::black_box,
+    time::{Duration, SystemTime},
+};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use enforcer::{
+    baseline::{Monitor, Settings},
     flows::FlowTracker,
     policy::{self, PolicyFile},
 };
@@ -42,6 +47,34 @@ fn ingest(c: &mut Criterion) {
             )
         });
         assert_eq!(tracker.graph.edge_count(), edges);
+        // The same, with the baseline taking each poll's deltas as the agent does
+        // (within one detection interval: the per-interval judgement, once a minute
+        // by default, is not part of a poll).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = Settings {
+            file: Some(dir.path().join("baseline.json")),
+            ..Settings::default()
+        };
+        let mut monitor = Monitor::open(settings, "bench");
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        monitor.on_poll(&tracker.take_deltas(), at);
+        g.bench_function(
+            format!("steady_{FLOWS}_flows_{edges}_edges_with_baseline"),
+            |b| {
+                b.iter_batched(
+                    || {
+                        common::advance(&mut snap);
+                        snap.clone()
+                    },
+                    |s| {
+                        let idle = tracker.poll(s, &resolver, common::POLL);
+                        monitor.on_poll(&tracker.take_deltas(), at);
+                        black_box(idle)
+                    },
+                    BatchSize::LargeInput,
+                )
+            },
+        );
         // First sight: a fresh tracker, every flow and edge new.
         let first = common::snapshot(FLOWS, edges, 10);
         g.bench_function(format!("new_{FLOWS}_flows_{edges}_edges"), |b| {

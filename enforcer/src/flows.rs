@@ -2,9 +2,11 @@
 //! decodes `ENF_EVENTS` (new flows, denies, audits) into the recent-flow buffer, the
 //! flow log and live followers. Addresses and identities are resolved to workloads
 //! here; unknown addresses become `world` nodes grouped by prefix.
+use crate::graph::FastMap;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::{IpAddr, Ipv6Addr},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -131,37 +133,35 @@ impl Resolver {
 
     /// The graph node of an address.
     pub fn node_for(&self, addr: IpAddr, peer_id: u32) -> Node {
+        let (id, kind) = self.node_id_for(addr, peer_id);
+        let labels = match kind {
+            NodeKind::Workload => self.workloads.get(&id).cloned().unwrap_or_default(),
+            _ => BTreeMap::new(),
+        };
+        Node { id, kind, labels }
+    }
+
+    /// The id and kind of [`node_for`](Self::node_for), without the labels (what the
+    /// per-flow path needs; a node's labels are copied once per poll).
+    pub fn node_id_for(&self, addr: IpAddr, peer_id: u32) -> (String, NodeKind) {
         if let Some(w) = self.by_addr.get(&addr) {
-            return Node {
-                id: w.clone(),
-                kind: NodeKind::Workload,
-                labels: self.workloads.get(w).cloned().unwrap_or_default(),
-            };
+            return (w.clone(), NodeKind::Workload);
         }
         if peer_id == identity::HOST || self.host_addrs.contains(&addr) {
-            return Node {
-                id: "host".into(),
-                kind: NodeKind::Host,
-                labels: BTreeMap::new(),
-            };
+            return ("host".into(), NodeKind::Host);
         }
         if let Some(n) = self.cidrs.get(&peer_id) {
-            return Node {
-                id: format!("cidr:{n}"),
-                kind: NodeKind::Cidr,
-                labels: BTreeMap::new(),
-            };
+            return (format!("cidr:{n}"), NodeKind::Cidr);
         }
         let prefix = match addr {
             IpAddr::V4(_) => WORLD_PREFIX_V4,
             IpAddr::V6(_) => WORLD_PREFIX_V6,
         };
         let net = IpNet::new(addr, prefix).map(|n| n.trunc()).ok();
-        Node {
-            id: format!("world:{}", net.map_or(addr.to_string(), |n| n.to_string())),
-            kind: NodeKind::World,
-            labels: BTreeMap::new(),
-        }
+        (
+            format!("world:{}", net.map_or(addr.to_string(), |n| n.to_string())),
+            NodeKind::World,
+        )
     }
 
     pub fn workload_node(&self, name: &str) -> Node {
@@ -281,7 +281,7 @@ fn sub(a: &FlowStats, b: &FlowStats) -> FlowStats {
 
 /// Flow-map deltas into graph edges.
 pub struct FlowTracker {
-    prev: HashMap<FlowKey, FlowStats>,
+    prev: FastMap<FlowKey, FlowStats>,
     pub graph: Graph,
     pub edge_ttl: Duration,
     /// Flow entries idle this long are deleted from the kernel map.
@@ -296,7 +296,7 @@ pub struct FlowTracker {
 impl FlowTracker {
     pub fn new(max_edges: usize, edge_ttl: Duration) -> Self {
         Self {
-            prev: HashMap::new(),
+            prev: FastMap::default(),
             graph: Graph::new(max_edges),
             edge_ttl,
             flow_idle: Duration::from_secs(30),
@@ -327,11 +327,13 @@ impl FlowTracker {
         self.polls += 1;
         let now_ns = mono_now_ns();
         let idle_ns = self.flow_idle.as_nanos() as u64;
-        let mut nodes: HashMap<String, Node> = HashMap::new();
+        let mut nodes: FastMap<String, Node> = FastMap::default();
         let mut deltas = Vec::new();
         let mut idle = Vec::new();
-        let mut seen = HashMap::with_capacity(flows.len());
+        let mut seen = FastMap::with_capacity_and_hasher(flows.len(), Default::default());
         let mut rules = RulePoll::default();
+        // What decided, per (reason, rule, workload, direction): formatted once a poll.
+        let mut decided: FastMap<(u8, u32, &str, u8), Arc<str>> = FastMap::default();
         let now = SystemTime::now();
         for (k, total) in flows {
             let before = self.prev.get(&k).copied();
@@ -347,16 +349,30 @@ impl FlowTracker {
             let Some(wl) = r.workload_of(k.ifindex) else {
                 continue;
             };
-            let wnode = r.workload_node(wl);
+            let wnode = (wl.to_owned(), NodeKind::Workload);
             let (src, dst) = if k.dir == direction::EGRESS {
-                (wnode, r.node_for(addr(k.dst), k.peer_id))
+                (wnode, r.node_id_for(addr(k.dst), k.peer_id))
             } else {
-                (r.node_for(addr(k.src), k.peer_id), wnode)
+                (r.node_id_for(addr(k.src), k.peer_id), wnode)
             };
+            // A node's labels are copied once a poll, not once a flow.
+            for (id, kind) in [&src, &dst] {
+                if !nodes.contains_key(id) {
+                    let node = match kind {
+                        NodeKind::Workload => r.workload_node(id),
+                        _ => Node {
+                            id: id.clone(),
+                            kind: *kind,
+                            labels: BTreeMap::new(),
+                        },
+                    };
+                    nodes.insert(id.clone(), node);
+                }
+            }
             // Traffic between two local workloads is seen twice (sender's egress,
             // receiver's ingress): bytes count at the first interface on the path,
             // drops wherever they happened.
-            let primary = k.dir == direction::EGRESS || !r.is_workload(&src.id);
+            let primary = k.dir == direction::EGRESS || !r.is_workload(&src.0);
             let port = if k.proto == enforcer_common::proto::TCP
                 || k.proto == enforcer_common::proto::UDP
             {
@@ -374,12 +390,15 @@ impl FlowTracker {
                 Some(_) if primary => 1,
                 _ => 0,
             };
-            let (last_reason, decided_by) = match reason {
+            let (last_reason, decided_by): (&'static str, Arc<str>) = match reason {
                 Some(rs) if reason_weight > 0 => (
-                    rs.as_str().to_owned(),
-                    r.decided_by(rs, total.rule, wl, k.dir),
+                    rs.as_str(),
+                    decided
+                        .entry((total.reason, total.rule, wl, k.dir))
+                        .or_insert_with(|| r.decided_by(rs, total.rule, wl, k.dir).into())
+                        .clone(),
                 ),
-                _ => (String::new(), String::new()),
+                _ => ("", Arc::from("")),
             };
             if let Some(rs) = reason {
                 rules.add(total.rule, rs, k.dir, d.packets + d.rev_packets);
@@ -396,11 +415,12 @@ impl FlowTracker {
                 dropped_packets: d.drop_packets,
                 drop_reason: reason.filter(|rs| rs.is_drop()),
             };
-            self.totals.add_pair(&src, &dst, &pd, now);
+            self.totals
+                .add_pair_of((&src.0, src.1), (&dst.0, dst.1), &pd, now);
             deltas.push(Delta {
                 key: EdgeKey {
-                    src: src.id.clone(),
-                    dst: dst.id.clone(),
+                    src: src.0,
+                    dst: dst.0,
                     proto: k.proto,
                     port,
                 },
@@ -420,8 +440,6 @@ impl FlowTracker {
                 first_seen: mono_to_wall(total.first_seen_ns),
                 last_seen: mono_to_wall(total.last_seen_ns),
             });
-            nodes.insert(src.id.clone(), src);
-            nodes.insert(dst.id.clone(), dst);
         }
         self.prev = seen;
         rules.fold_into(&mut self.totals, |reason, rule, dir| {

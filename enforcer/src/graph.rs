@@ -5,12 +5,14 @@
 //!
 //! Memory is bounded: at most `max_edges` edges (new edges beyond it are counted in
 //! `edges_dropped` and not stored) and nodes only as long as an edge uses them.
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::SystemTime,
-};
+use std::{collections::BTreeMap, time::SystemTime};
 
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
+
+/// A hash map with foldhash, hashbrown's default hasher: several times faster than
+/// SipHash on the keys hashed for every flow and edge on every poll, and seeded per
+/// map.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use serde::{Deserialize, Serialize};
 
 /// What a node stands for.
@@ -104,8 +106,9 @@ pub struct Delta {
     /// 1 when this is the flow's first appearance, else 0.
     pub new_connections: u64,
     pub new_denied_connections: u64,
-    pub last_reason: String,
-    pub decided_by: String,
+    pub last_reason: &'static str,
+    /// Shared by every delta one poll decided the same way.
+    pub decided_by: std::sync::Arc<str>,
     /// How telling `last_reason` is: within one poll the edge keeps the reason of
     /// the highest weight (a drop over a policy rule over "not selected").
     pub reason_weight: u8,
@@ -139,8 +142,8 @@ const RATE_ALPHA: f64 = 0.5;
 
 pub struct Graph {
     g: StableDiGraph<Node, Edge>,
-    nodes: HashMap<String, NodeIndex>,
-    edges: HashMap<EdgeKey, EdgeIndex>,
+    nodes: FastMap<String, NodeIndex>,
+    edges: FastMap<EdgeKey, EdgeIndex>,
     max_edges: usize,
     pub edges_dropped: u64,
 }
@@ -149,8 +152,8 @@ impl Graph {
     pub fn new(max_edges: usize) -> Self {
         Self {
             g: StableDiGraph::new(),
-            nodes: HashMap::new(),
-            edges: HashMap::new(),
+            nodes: FastMap::default(),
+            edges: FastMap::default(),
             max_edges,
             edges_dropped: 0,
         }
@@ -185,9 +188,9 @@ impl Graph {
                 self.node(n);
             }
         }
-        let by_id: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-        let mut interval: HashMap<EdgeIndex, (u64, u64, u64)> = HashMap::new();
-        let mut chosen: HashMap<EdgeIndex, (u8, SystemTime)> = HashMap::new();
+        let by_id: FastMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+        let mut interval: FastMap<EdgeIndex, (u64, u64, u64)> = FastMap::default();
+        let mut chosen: FastMap<EdgeIndex, (u8, SystemTime)> = FastMap::default();
         for d in deltas {
             let idx = match self.edges.get(&d.key) {
                 Some(&i) => i,
@@ -245,13 +248,12 @@ impl Graph {
             e.dropped_bytes += d.dropped_bytes;
             e.connections += d.new_connections;
             e.denied_connections += d.new_denied_connections;
+            // The times are formatted by `view`, not on every poll.
             if e.first_seen_at.is_none_or(|f| d.first_seen < f) {
                 e.first_seen_at = Some(d.first_seen);
-                e.first_seen = fmt_time(d.first_seen);
             }
             if e.last_seen_at.is_none_or(|l| d.last_seen > l) {
                 e.last_seen_at = Some(d.last_seen);
-                e.last_seen = fmt_time(d.last_seen);
             }
             if !d.last_reason.is_empty() {
                 let better = chosen.get(&idx).is_none_or(|(w, t)| {
@@ -259,8 +261,9 @@ impl Graph {
                 });
                 if better {
                     chosen.insert(idx, (d.reason_weight, d.last_seen));
-                    e.last_reason.clone_from(&d.last_reason);
-                    e.decided_by.clone_from(&d.decided_by);
+                    d.last_reason.clone_into(&mut e.last_reason);
+                    e.decided_by.clear();
+                    e.decided_by.push_str(&d.decided_by);
                 }
             }
             let total = e.packets + e.reply_packets;
@@ -323,7 +326,15 @@ impl Graph {
     pub fn view(&self) -> GraphView {
         let mut nodes: Vec<Node> = self.g.node_weights().cloned().collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut edges: Vec<Edge> = self.g.edge_weights().cloned().collect();
+        let mut edges: Vec<Edge> = self
+            .g
+            .edge_weights()
+            .map(|e| Edge {
+                first_seen: e.first_seen_at.map(fmt_time).unwrap_or_default(),
+                last_seen: e.last_seen_at.map(fmt_time).unwrap_or_default(),
+                ..e.clone()
+            })
+            .collect();
         edges.sort_by(|a, b| {
             (&a.src, &a.dst, &a.protocol, a.port).cmp(&(&b.src, &b.dst, &b.protocol, b.port))
         });
@@ -370,7 +381,7 @@ mod tests {
             dropped_bytes: 0,
             new_connections: 1,
             new_denied_connections: u64::from(dropped > 0),
-            last_reason: "allowed_by_policy".into(),
+            last_reason: "allowed_by_policy",
             decided_by: "policy p ingress[0]".into(),
             reason_weight: 2,
             first_seen: t,

@@ -1,6 +1,5 @@
 //! What the detectors see: per-interval traffic per edge, summed from the graph's
 //! flow deltas (agent), a flow log or a CSV series (replay), or a generator (eval).
-use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +105,7 @@ impl Interval {
 /// Sums samples per edge until an interval closes.
 #[derive(Debug, Default)]
 pub struct Accumulator {
-    edges: HashMap<EdgeRef, EdgeSample>,
+    edges: crate::graph::FastMap<EdgeRef, EdgeSample>,
 }
 
 impl Accumulator {

@@ -12,11 +12,19 @@ use std::{
 
 use enforcer_common::{counter::Reason, direction};
 
-use crate::graph::{Node, NodeKind};
+use crate::graph::{FastMap, Node, NodeKind};
 
 /// The name a node has in edge metrics: workloads, `host` and policy CIDRs
 /// (`cidr:10.0.0.0/8`) by their graph id; every unknown address is `world`, so the
 /// number of names follows the inventory and the policy, not the traffic.
+/// The `(id, kind)` form of [`metric_name`].
+fn pair_name((id, kind): (&str, NodeKind)) -> &str {
+    match kind {
+        NodeKind::World => "world",
+        _ => id,
+    }
+}
+
 pub fn metric_name(n: &Node) -> &str {
     match n.kind {
         NodeKind::World => "world",
@@ -82,15 +90,26 @@ pub fn verdict_of(reason: Reason) -> &'static str {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
     /// source → destination → counters; nested so a lookup needs no allocation.
-    pairs: HashMap<String, HashMap<String, PairTotals>>,
+    pairs: FastMap<String, FastMap<String, PairTotals>>,
     rules: HashMap<RuleKey, u64>,
     /// Workload → new flows seen on its interface, [ingress, egress].
-    connections: HashMap<String, [u64; 2]>,
+    connections: FastMap<String, [u64; 2]>,
 }
 
 impl Totals {
     pub fn add_pair(&mut self, src: &Node, dst: &Node, d: &PairDelta, now: SystemTime) {
-        let (s, t) = (metric_name(src), metric_name(dst));
+        self.add_pair_of((&src.id, src.kind), (&dst.id, dst.kind), d, now);
+    }
+
+    /// [`add_pair`](Self::add_pair) with the nodes as (id, kind).
+    pub fn add_pair_of(
+        &mut self,
+        src: (&str, NodeKind),
+        dst: (&str, NodeKind),
+        d: &PairDelta,
+        now: SystemTime,
+    ) {
+        let (s, t) = (pair_name(src), pair_name(dst));
         let by_dst = match self.pairs.get_mut(s) {
             Some(m) => m,
             None => self.pairs.entry(s.to_owned()).or_default(),
@@ -98,8 +117,8 @@ impl Totals {
         let p = match by_dst.get_mut(t) {
             Some(p) => p,
             None => by_dst.entry(t.to_owned()).or_insert_with(|| PairTotals {
-                src_workload: src.kind == NodeKind::Workload,
-                dst_workload: dst.kind == NodeKind::Workload,
+                src_workload: src.1 == NodeKind::Workload,
+                dst_workload: dst.1 == NodeKind::Workload,
                 ..PairTotals::default()
             }),
         };
@@ -170,7 +189,7 @@ impl Totals {
     }
 
     pub fn pair_count(&self) -> usize {
-        self.pairs.values().map(HashMap::len).sum()
+        self.pairs.values().map(|m| m.len()).sum()
     }
 
     /// Rule counters, sorted.
