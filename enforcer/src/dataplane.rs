@@ -914,12 +914,19 @@ fn raise_memlock() {
 }
 
 /// Removes a pin directory: every pinned link goes (detaching its program) and every
-/// pinned map goes once no program holds it.
+/// pinned map goes once no program holds it. The shared root of the default pin
+/// directories (`/sys/fs/bpf/enforcer`) goes too once no instance is left in it.
 pub fn cleanup(pin_dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(pin_dir) {
+    let result = match std::fs::remove_dir_all(pin_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
+    };
+    let root = crate::paths::pin_root();
+    if pin_dir.parent() == Some(root.as_path()) {
+        // Fails, harmlessly, while another instance's directory is in it.
+        let _ = std::fs::remove_dir(&root);
     }
+    result
 }
 
 #[cfg(test)]

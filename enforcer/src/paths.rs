@@ -7,6 +7,11 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// Default instance name.
 pub const DEFAULT_INSTANCE: &str = "default";
 
+/// Where the default pin directories live: `/sys/fs/bpf/enforcer/<instance>`.
+pub fn pin_root() -> PathBuf {
+    PathBuf::from(BPFFS).join("enforcer")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     pub instance: String,
@@ -20,7 +25,7 @@ impl Paths {
     pub fn for_instance(instance: &str) -> Self {
         Self {
             instance: instance.to_owned(),
-            pin_dir: PathBuf::from(BPFFS).join("enforcer").join(instance),
+            pin_dir: pin_root().join(instance),
             socket: PathBuf::from("/run/enforcer").join(format!("{instance}.sock")),
         }
     }

@@ -253,7 +253,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
         let _ = self.cli(&["cleanup"]);
-        let _ = std::fs::remove_dir_all(self.pin_dir());
+        let _ = enforcer::dataplane::cleanup(&self.pin_dir());
         let _ = std::fs::remove_file(format!("/run/enforcer/{}.sock", self.instance));
         if std::thread::panicking() {
             eprintln!(

@@ -85,7 +85,7 @@ impl PinDir {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = enforcer::dataplane::cleanup(&self.0);
     }
 }
 

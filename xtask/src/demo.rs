@@ -70,6 +70,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the demo creates network namespaces and loads eBPF programs: run it as root");
     }
+    let _bpffs = crate::bpffs::BpffsGuard::new();
     let root = workspace_root();
     let lab_file = root.join(&args.lab);
     let policy = root.join(&args.policy);

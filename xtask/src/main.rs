@@ -2,6 +2,7 @@
 //! file only parses arguments.
 
 mod bench;
+mod bpffs;
 mod demo;
 mod lab;
 mod setup;

@@ -194,6 +194,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
         });
     }
 
+    let bpffs = (!args.unprivileged).then(crate::bpffs::BpffsGuard::new);
     let mut results = Vec::new();
     for mut s in steps {
         println!("\n==> {}", s.name);
@@ -209,6 +210,7 @@ pub fn execute(args: &Args) -> anyhow::Result<ExitCode> {
             });
         results.push((s.name, ok, start.elapsed().as_secs_f64()));
     }
+    drop(bpffs);
     println!("\nsummary:");
     for (name, ok, secs) in &results {
         println!(

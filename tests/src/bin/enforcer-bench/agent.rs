@@ -116,7 +116,7 @@ impl Drop for AgentProc {
             let _ = c.wait();
         }
         let _ = self.cli(&["cleanup"]);
-        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/enforcer/{}", self.instance));
+        let _ = enforcer::dataplane::cleanup(&enforcer::paths::pin_root().join(&self.instance));
         let _ = std::fs::remove_file(format!("/run/enforcer/{}.sock", self.instance));
     }
 }

@@ -167,7 +167,7 @@ pub struct DirGuard(pub PathBuf);
 
 impl Drop for DirGuard {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = enforcer::dataplane::cleanup(&self.0);
     }
 }
 
