@@ -411,14 +411,29 @@ impl Engine {
         t.step(beyond, calm, k, m, t0)
     }
 
-    /// As [`Engine::step`], for spikes: an interval between the thresholds keeps a
-    /// run beyond the threshold going ([`Trigger::step_run`]).
-    fn step_run(&mut self, key: &str, beyond: bool, calm: bool, k: u32, m: u32, t0: u64) -> Step {
-        if !beyond && !self.triggers.contains_key(key) {
+    /// As [`Engine::step`], for spikes ([`Trigger::step_spike`]).
+    fn step_spike(
+        &mut self,
+        key: &str,
+        beyond: bool,
+        elevated: Option<(f64, f64)>,
+        calm: bool,
+        d: &Detectors,
+        t0: u64,
+    ) -> Step {
+        if elevated.is_none() && !self.triggers.contains_key(key) {
             return Step::Nothing;
         }
         let t = self.triggers.entry(key.to_owned()).or_default();
-        t.step_run(beyond, calm, k, m, t0)
+        t.step_spike(
+            beyond,
+            elevated,
+            calm,
+            d.spike_intervals,
+            d.clear_intervals,
+            (d.spike_z, d.spike_min_ratio),
+            t0,
+        )
     }
 }
 

@@ -7,13 +7,18 @@ use super::{
     settings::Detectors,
 };
 
+/// Most intervals a spike may need (`spikeIntervals`): the trigger keeps the z of
+/// that many recent intervals.
+pub const MAX_SPIKE_INTERVALS: usize = 16;
+
 /// k consecutive intervals beyond the threshold fire; `m` consecutive calm
 /// intervals clear. Intervals neither beyond nor calm keep a firing alert firing.
-/// With [`Trigger::step_run`] (spikes) the same hysteresis holds before firing: k
-/// intervals beyond the threshold within one run of intervals none of which is calm
-/// fire, so an interval that dips between the two thresholds neither counts nor
-/// restarts the run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// With [`Trigger::step_spike`] the same hysteresis holds before firing (k intervals
+/// beyond the threshold within one run of intervals none of which is calm fire, so
+/// an interval that dips between the two thresholds neither counts nor restarts the
+/// run), and the evidence of the last k intervals is pooled: k consecutive
+/// intervals each at least elevated whose mean z reaches the threshold fire too.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Trigger {
     /// Intervals beyond the threshold in the current run.
     over: u32,
@@ -21,6 +26,11 @@ pub struct Trigger {
     /// Start of the first interval beyond the threshold of the current run.
     pub onset_ms: u64,
     pub firing: bool,
+    /// Consecutive elevated intervals up to the last one, and the z, log ratio
+    /// (observed over expected) and start of the most recent ones (a ring of
+    /// `MAX_SPIKE_INTERVALS`).
+    elevated: u32,
+    recent: [(f32, f32, u64); MAX_SPIKE_INTERVALS],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +46,60 @@ impl Trigger {
         self.advance(beyond, calm, k, m, start_ms, false)
     }
 
-    /// One interval: k intervals beyond within a run of intervals not calm fire.
-    pub fn step_run(&mut self, beyond: bool, calm: bool, k: u32, m: u32, start_ms: u64) -> Step {
-        self.advance(beyond, calm, k, m, start_ms, true)
+    /// One interval of a spike: k intervals beyond the threshold within a run of
+    /// intervals not calm fire, and so do the last k consecutive intervals when
+    /// each is elevated (`elevated` is its z and observed/expected ratio, `None`
+    /// when it is not), their mean z is at least `mean_z` and the geometric mean of
+    /// their ratios at least `mean_ratio`.
+    #[expect(clippy::too_many_arguments, reason = "one interval of one trigger")]
+    pub fn step_spike(
+        &mut self,
+        beyond: bool,
+        elevated: Option<(f64, f64)>,
+        calm: bool,
+        k: u32,
+        m: u32,
+        (mean_z, mean_ratio): (f64, f64),
+        start_ms: u64,
+    ) -> Step {
+        let k = k.clamp(1, MAX_SPIKE_INTERVALS as u32);
+        match elevated {
+            Some((z, ratio)) if !self.firing => {
+                self.recent[self.elevated as usize % MAX_SPIKE_INTERVALS] =
+                    (z as f32, ratio.max(1e-9).ln() as f32, start_ms);
+                self.elevated = self.elevated.saturating_add(1);
+            }
+            _ => self.elevated = 0,
+        }
+        let pooled = (!self.firing && self.elevated >= k).then(|| {
+            let last = (self.elevated - k..self.elevated)
+                .map(|i| self.recent[i as usize % MAX_SPIKE_INTERVALS]);
+            let (z, r, first) = last.fold((0.0, 0.0, u64::MAX), |(z, r, f), (zi, ri, t)| {
+                (z + f64::from(zi), r + f64::from(ri), f.min(t))
+            });
+            let n = f64::from(k);
+            (z / n >= mean_z && r / n >= mean_ratio.ln(), first)
+        });
+        let step = self.advance(beyond, calm, k, m, start_ms, true);
+        match pooled {
+            Some((true, first)) if step == Step::Nothing => {
+                self.onset_ms = if self.over > 0 {
+                    self.onset_ms.min(first)
+                } else {
+                    first
+                };
+                self.firing = true;
+                self.calm = 0;
+                self.elevated = 0;
+                Step::Fire
+            }
+            _ => {
+                if step == Step::Fire {
+                    self.elevated = 0;
+                }
+                step
+            }
+        }
     }
 
     fn advance(
@@ -80,7 +141,7 @@ impl Trigger {
 
     /// Nothing pending: the trigger can be dropped.
     pub fn idle(&self) -> bool {
-        !self.firing && self.over == 0
+        !self.firing && self.over == 0 && self.elevated == 0
     }
 }
 
@@ -93,10 +154,25 @@ pub struct Excess {
     pub expected: f64,
 }
 
+impl Excess {
+    /// Observed over expected (infinite when nothing was expected).
+    pub fn ratio(&self) -> f64 {
+        if self.expected > 0.0 {
+            self.observed / self.expected
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
 /// One interval of one subject, judged.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Judgement {
+    /// The metric with the highest z beyond the spike threshold (`spikeZ`).
     pub spike: Option<Excess>,
+    /// The metric with the highest z at least elevated (`spikePoolZ`, with the
+    /// spike's ratio and excess), for the pooled rule of [`Trigger::step_spike`].
+    pub elevated: Option<Excess>,
     pub spike_calm: bool,
     pub silent: bool,
     pub silence_calm: bool,
@@ -140,17 +216,25 @@ pub fn judge(fc: &Forecast, s: &EdgeSample, d: &Detectors) -> Judgement {
             let expected = fc.rate(m);
             let excess = observed - expected;
             let floor = min_excess(d, m);
-            if z >= d.spike_z
-                && observed >= d.spike_min_ratio * expected
-                && excess >= floor
-                && j.spike.is_none_or(|e| z > e.z)
-            {
-                j.spike = Some(Excess {
-                    metric: m,
-                    z,
-                    observed,
-                    expected,
-                });
+            let x = Excess {
+                metric: m,
+                z,
+                observed,
+                expected,
+            };
+            if excess >= floor {
+                if z >= d.spike_pool_z
+                    && observed >= (d.spike_min_ratio / 2.0).max(1.0) * expected
+                    && j.elevated.is_none_or(|e| z > e.z)
+                {
+                    j.elevated = Some(x);
+                }
+                if z >= d.spike_z
+                    && observed >= d.spike_min_ratio * expected
+                    && j.spike.is_none_or(|e| z > e.z)
+                {
+                    j.spike = Some(x);
+                }
             }
             let still = z >= d.clear_z
                 && observed >= (d.spike_min_ratio / 2.0).max(1.0) * expected
@@ -248,15 +332,24 @@ mod tests {
         assert!(t.idle());
     }
 
+    /// One spike interval with the default thresholds (k = 2, 3 calm to clear,
+    /// mean z 4, mean ratio 2): `z` and `ratio` of the worst metric; beyond when
+    /// z ≥ 4 and ratio ≥ 2, elevated when z ≥ 3 and ratio ≥ 1, calm below z 2.
+    fn spike(t: &mut Trigger, z: f64, ratio: f64, at: u64) -> Step {
+        let beyond = z >= 4.0 && ratio >= 2.0;
+        let elevated = (z >= 3.0 && ratio >= 1.0).then_some((z, ratio));
+        t.step_spike(beyond, elevated, z < 2.0, 2, 3, (4.0, 2.0), at)
+    }
+
     #[test]
     fn a_dip_between_thresholds_does_not_restart_a_spike_run() {
         // Beyond, between thresholds (neither beyond nor calm), beyond: k = 2 fires,
         // with the onset at the first interval beyond.
         let mut t = Trigger::default();
-        assert_eq!(t.step_run(true, false, 2, 3, 10), Step::Nothing);
-        assert_eq!(t.step_run(false, false, 2, 3, 20), Step::Nothing);
+        assert_eq!(spike(&mut t, 4.5, 3.0, 10), Step::Nothing);
+        assert_eq!(spike(&mut t, 2.5, 1.5, 20), Step::Nothing);
         assert!(!t.idle());
-        assert_eq!(t.step_run(true, false, 2, 3, 30), Step::Fire);
+        assert_eq!(spike(&mut t, 4.5, 3.0, 30), Step::Fire);
         assert_eq!(t.onset_ms, 10);
         // The same with `step`: the dip restarts the run.
         let mut t = Trigger::default();
@@ -267,20 +360,71 @@ mod tests {
         assert_eq!(t.onset_ms, 30);
         // A calm interval ends the run: one beyond interval on each side never fires.
         let mut t = Trigger::default();
-        assert_eq!(t.step_run(true, false, 2, 3, 10), Step::Nothing);
-        assert_eq!(t.step_run(false, true, 2, 3, 20), Step::Nothing);
+        assert_eq!(spike(&mut t, 4.5, 3.0, 10), Step::Nothing);
+        assert_eq!(spike(&mut t, 1.0, 1.2, 20), Step::Nothing);
         assert!(t.idle());
-        assert_eq!(t.step_run(true, false, 2, 3, 30), Step::Nothing);
-        assert_eq!(t.step_run(false, true, 2, 3, 40), Step::Nothing);
+        assert_eq!(spike(&mut t, 4.5, 3.0, 30), Step::Nothing);
+        assert_eq!(spike(&mut t, 1.0, 1.2, 40), Step::Nothing);
         assert!(t.idle());
         // A single interval beyond, between calm ones, never fires either.
         let mut t = Trigger::default();
-        for (i, (beyond, calm)) in [(false, true), (true, false), (false, false), (false, true)]
+        for (i, (z, ratio)) in [(0.0, 1.0), (4.5, 3.0), (2.5, 1.5), (0.0, 1.0)]
             .into_iter()
             .enumerate()
         {
-            assert_eq!(t.step_run(beyond, calm, 2, 3, i as u64), Step::Nothing);
+            assert_eq!(spike(&mut t, z, ratio, i as u64), Step::Nothing);
         }
+    }
+
+    #[test]
+    fn the_evidence_of_k_elevated_intervals_is_pooled() {
+        // 4.4 then 3.6: the second is not beyond, but the mean z is 4.0 and the mean
+        // ratio (geometric) 2.4: fires at the second, with the onset at the first.
+        let mut t = Trigger::default();
+        assert_eq!(spike(&mut t, 4.4, 2.9, 10), Step::Nothing);
+        assert_eq!(spike(&mut t, 3.6, 2.0, 20), Step::Fire);
+        assert_eq!(t.onset_ms, 10);
+        // Two intervals at 3.9 (a x2.4 on a noisy edge): still under the mean.
+        let mut t = Trigger::default();
+        for at in 0..5 {
+            assert_eq!(spike(&mut t, 3.9, 2.4, at), Step::Nothing);
+        }
+        // An elevated interval before one beyond fires too, from the first.
+        let mut t = Trigger::default();
+        assert_eq!(spike(&mut t, 3.5, 2.1, 10), Step::Nothing);
+        assert_eq!(spike(&mut t, 4.6, 3.0, 20), Step::Fire);
+        assert_eq!(t.onset_ms, 10);
+        // One strong interval does not carry one under the elevated threshold: 9.0
+        // then 2.9 (mean 5.9) does not fire; the run goes on (2.9 is not calm).
+        let mut t = Trigger::default();
+        assert_eq!(spike(&mut t, 9.0, 10.0, 10), Step::Nothing);
+        assert_eq!(spike(&mut t, 2.9, 1.8, 20), Step::Nothing);
+        assert!(!t.idle());
+        assert_eq!(spike(&mut t, 1.0, 1.1, 30), Step::Nothing);
+        assert!(t.idle());
+        // Nor does a high z with a small ratio (a steady edge): mean ratio under 2.
+        let mut t = Trigger::default();
+        assert_eq!(spike(&mut t, 6.0, 1.6, 10), Step::Nothing);
+        assert_eq!(spike(&mut t, 6.0, 1.6, 20), Step::Nothing);
+        // While firing, elevated intervals keep it firing; calm ones clear it.
+        let mut t = Trigger::default();
+        spike(&mut t, 5.0, 3.0, 10);
+        assert_eq!(spike(&mut t, 5.0, 3.0, 20), Step::Fire);
+        assert_eq!(spike(&mut t, 3.5, 2.0, 30), Step::Nothing);
+        for at in [40, 50] {
+            assert_eq!(spike(&mut t, 0.5, 1.0, at), Step::Nothing);
+        }
+        assert_eq!(spike(&mut t, 0.5, 1.0, 60), Step::Clear);
+        assert!(t.idle());
+        // k = 3 pools three intervals: 3.3, 4.2, 4.6 (mean 4.03) fires at the third.
+        let mut t = Trigger::default();
+        let step = |t: &mut Trigger, z: f64, at| {
+            t.step_spike(z >= 4.0, Some((z, 3.0)), false, 3, 3, (4.0, 2.0), at)
+        };
+        assert_eq!(step(&mut t, 3.3, 10), Step::Nothing);
+        assert_eq!(step(&mut t, 4.2, 20), Step::Nothing);
+        assert_eq!(step(&mut t, 4.6, 30), Step::Fire);
+        assert_eq!(t.onset_ms, 10);
     }
 
     #[test]

@@ -92,6 +92,11 @@ pub struct Detectors {
     /// consecutive intervals none of which is calm: an interval between the two
     /// thresholds neither counts nor restarts the run.
     pub spike_intervals: u32,
+    /// Pooled evidence: k consecutive intervals each with z at least this (and the
+    /// ratio and excess of a spike) whose mean z reaches `spike_z` fire as well, so
+    /// that a spike hovering around the threshold is not missed for one interval
+    /// just under it. Equal to `spike_z`: no pooling.
+    pub spike_pool_z: f64,
     /// Smallest excess over the expected rate that counts, per metric.
     pub min_excess_bytes_per_sec: f64,
     pub min_excess_packets_per_sec: f64,
@@ -161,9 +166,10 @@ impl Default for Detectors {
             spike_z: 4.0,
             spike_min_ratio: 2.0,
             spike_intervals: 2,
+            spike_pool_z: 3.0,
             min_excess_bytes_per_sec: 1024.0,
             min_excess_packets_per_sec: 2.0,
-            min_excess_connections_per_sec: 0.5,
+            min_excess_connections_per_sec: 0.25,
             clear_z: 2.0,
             clear_intervals: 3,
             silence_fraction: 0.05,
@@ -247,6 +253,12 @@ impl Settings {
         }
         if d.clear_z >= d.spike_z {
             return bad("clearZ", "must be below spikeZ (hysteresis)");
+        }
+        if !(d.clear_z..=d.spike_z).contains(&d.spike_pool_z) {
+            return bad("spikePoolZ", "must be between clearZ and spikeZ");
+        }
+        if d.spike_intervals as usize > super::rules::MAX_SPIKE_INTERVALS {
+            return bad("spikeIntervals", "must be at most 16");
         }
         for (f, v) in [
             ("spikeIntervals", d.spike_intervals),

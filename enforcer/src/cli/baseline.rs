@@ -125,6 +125,10 @@ pub struct ReplayArgs {
     /// Intervals beyond the threshold (in one run) before a spike fires [default: 2].
     #[arg(long)]
     pub spike_intervals: Option<u32>,
+    /// Pooled spikes: that many consecutive intervals, each with z at least this,
+    /// whose mean z reaches --spike-z fire too [default: 3; = --spike-z: off].
+    #[arg(long)]
+    pub spike_pool_z: Option<f64>,
     /// Calm intervals before a rate alert clears [default: 3].
     #[arg(long)]
     pub clear_intervals: Option<u32>,
@@ -187,6 +191,13 @@ pub struct EvalArgs {
     /// Tuning: consecutive intervals before a spike fires [default: 2].
     #[arg(long)]
     pub spike_intervals: Option<u32>,
+    /// Tuning: the elevated z of pooled spikes [default: the agent's, 3].
+    #[arg(long)]
+    pub spike_pool_z: Option<f64>,
+    /// Tuning: start from the `baseline:` section of this agent config file (the
+    /// options above override it).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
     /// `table` prints Markdown tables.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -337,10 +348,15 @@ fn replay_settings(a: &ReplayArgs) -> Result<Settings, String> {
         spike_z,
         spike_min_ratio,
         spike_intervals,
+        spike_pool_z,
         clear_intervals,
         silence_intervals
     );
     set!(fanout_min_targets, fanout_min_peers, deny_min_per_sec);
+    if a.spike_pool_z.is_none() {
+        // A lower --spike-z alone lowers the pooled threshold with it.
+        d.spike_pool_z = d.spike_pool_z.min(d.spike_z);
+    }
     for k in &a.disable {
         match AlertKind::parse(k.trim()) {
             Some(AlertKind::NewEdge) => d.new_edge = false,
@@ -449,12 +465,27 @@ fn run_eval(a: &EvalArgs) -> u8 {
         interval_secs: a.interval_secs.clamp(1, 3600),
         per_class: a.per_class,
     };
-    let mut base = Settings::default();
+    let mut base = match &a.config {
+        Some(p) => match ConfigFile::load(p) {
+            Ok(c) => c.baseline.unwrap_or_default(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        None => Settings::default(),
+    };
+    if let Some(z) = a.spike_pool_z {
+        base.detectors.spike_pool_z = z;
+    }
     if let Some(z) = a.spike_z {
         base.detectors.spike_z = z;
     }
     if let Some(k) = a.spike_intervals {
         base.detectors.spike_intervals = k;
+    }
+    if a.spike_pool_z.is_none() {
+        base.detectors.spike_pool_z = base.detectors.spike_pool_z.min(base.detectors.spike_z);
     }
     if let Err(e) = base.validate() {
         eprintln!("error: {e}");

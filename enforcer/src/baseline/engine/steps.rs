@@ -33,16 +33,10 @@ impl Engine {
         };
         let key = format!("spike|{}", s.name);
         let beyond = d.spike && j.spike.is_some();
-        match self.step_run(
-            &key,
-            beyond,
-            j.spike_calm,
-            d.spike_intervals,
-            d.clear_intervals,
-            t0,
-        ) {
+        let elevated = j.elevated.filter(|_| d.spike).map(|x| (x.z, x.ratio()));
+        match self.step_spike(&key, beyond, elevated, j.spike_calm, d, t0) {
             Step::Fire => {
-                if let Some(x) = j.spike {
+                if let Some(x) = j.spike.or(j.elevated) {
                     let ratio = if x.expected > 0.0 {
                         x.observed / x.expected
                     } else {
@@ -76,7 +70,7 @@ impl Engine {
             Step::Clear => resolved.push((key.clone(), t1)),
             Step::Nothing => {}
         }
-        if let (Some(x), Some(a)) = (j.spike, self.active.get_mut(&key))
+        if let (Some(x), Some(a)) = (j.spike.or(j.elevated), self.active.get_mut(&key))
             && a.metric == Some(x.metric)
         {
             a.observed = a.observed.max(x.observed);
@@ -186,6 +180,7 @@ impl Engine {
             if let Some(mut j) = j {
                 if touched.contains(&(AlertKind::Spike, w.clone())) {
                     j.spike = None;
+                    j.elevated = None;
                 }
                 if touched.contains(&(AlertKind::Silence, w.clone())) {
                     j.silent = false;

@@ -135,12 +135,12 @@ fn a_dip_between_the_thresholds_does_not_restart_a_spike() {
     let mut e = Engine::new(&settings(30));
     let ab = EdgeRef::new("a", "b", 6, 80);
     for i in 0..60 {
-        e.observe(&iv(i, vec![(ab.clone(), steady(jitter(i)))]));
+        e.observe(&iv(i, vec![(ab.clone(), steady(10 * jitter(i)))]));
     }
-    // x10, then x1.8 (under spikeZ and spikeMinRatio, over clearZ), then x10: the
-    // second interval beyond the threshold fires, with the run's start.
+    // x10, then x1.45 (under spikePoolZ and spikeMinRatio, over clearZ), then x10:
+    // the second interval beyond the threshold fires, with the run's start.
     let mut fired = Vec::new();
-    for (i, bytes) in [(60, 1_000_000), (61, 180_000), (62, 1_000_000)] {
+    for (i, bytes) in [(60, 10_000_000), (61, 1_450_000), (62, 10_000_000)] {
         let out = e.observe(&iv(i, vec![(ab.clone(), steady(bytes))]));
         fired.extend(out.into_iter().filter(|a| a.edge.is_some()).map(|a| (i, a)));
     }
@@ -148,6 +148,20 @@ fn a_dip_between_the_thresholds_does_not_restart_a_spike() {
     let (i, a) = &fired[0];
     assert_eq!((*i, a.kind), (62, AlertKind::Spike));
     assert_eq!(a.start_ms, 60 * MIN);
+    // x10 then x1.8 (elevated: z over spikePoolZ): the evidence of the two is
+    // pooled, and the second fires.
+    let ef = EdgeRef::new("e", "f", 6, 80);
+    let mut e = Engine::new(&settings(30));
+    for i in 0..60 {
+        e.observe(&iv(i, vec![(ef.clone(), steady(10 * jitter(i)))]));
+    }
+    let mut fired = Vec::new();
+    for (i, bytes) in [(60, 10_000_000), (61, 1_800_000)] {
+        let out = e.observe(&iv(i, vec![(ef.clone(), steady(bytes))]));
+        fired.extend(out.into_iter().filter(|a| a.edge.is_some()).map(|a| (i, a)));
+    }
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!((fired[0].0, fired[0].1.start_ms), (61, 60 * MIN));
     // A calm interval ends the run: x10, normal, x10 does not fire.
     let cd = EdgeRef::new("c", "d", 6, 80);
     let mut e = Engine::new(&settings(30));
