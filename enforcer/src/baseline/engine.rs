@@ -121,6 +121,15 @@ impl Engine {
         &self.settings.detectors
     }
 
+    /// The detector settings an interval is judged with: an edge that has been seen
+    /// since the start of learning is old enough to go silent, when learning is
+    /// shorter than `silenceMinAgeSecs` (a lab with minutes of learning).
+    fn judging(&self) -> Detectors {
+        let mut d = self.settings.detectors.clone();
+        d.silence_min_age_secs = d.silence_min_age_secs.min(self.settings.learning_secs);
+        d
+    }
+
     /// When learning ends (known once the first interval was seen).
     pub fn learning_ends_ms(&self) -> Option<u64> {
         self.learning_started_ms
@@ -203,7 +212,7 @@ impl Engine {
             .iter()
             .filter(|(_, s)| s.contacts())
             .map(|(e, _)| *e);
-        let d = self.settings.detectors.clone();
+        let d = self.judging();
         let fobs = self.fanout.observe(t1, secs, contacts, learning, &d);
         let mut scanning: HashSet<String> = HashSet::new();
         let mut seen_fan = HashSet::new();

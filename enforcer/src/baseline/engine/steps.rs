@@ -124,7 +124,7 @@ impl Engine {
         raises: &mut Vec<Raise>,
         resolved: &mut Vec<(String, u64)>,
     ) {
-        let d = self.settings.detectors.clone();
+        let d = self.judging();
         let secs = (t1 - t0) as f64 / 1000.0;
         let mut per: BTreeMap<&str, EdgeSample> = BTreeMap::new();
         let mut denied: BTreeMap<&str, u64> = BTreeMap::new();

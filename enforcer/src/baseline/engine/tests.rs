@@ -193,6 +193,41 @@ fn a_busy_edge_going_silent_fires_after_three_intervals() {
 }
 
 #[test]
+fn with_a_short_learning_period_an_edge_learnt_in_it_can_go_silent() {
+    // A lab: 1 s intervals, 20 s of learning, far shorter than silenceMinAgeSecs.
+    let mut e = Engine::new(&Settings {
+        interval_secs: 1,
+        learning_secs: 20,
+        ..Settings::default()
+    });
+    let ab = EdgeRef::new("a", "b", 6, 80);
+    let second = |i: u64, edges| Interval {
+        start_ms: i * 1000,
+        secs: 1.0,
+        edges,
+    };
+    for i in 0..40 {
+        let s = EdgeSample {
+            bytes: 20_000 + (i % 3) * 500,
+            packets: 40 + i % 3,
+            connections: 1,
+            ..EdgeSample::default()
+        };
+        assert!(e.observe(&second(i, vec![(ab.clone(), s)])).is_empty());
+    }
+    let mut fired = Vec::new();
+    for i in 40..46 {
+        fired.extend(e.observe(&second(i, vec![])).into_iter().map(|a| (i, a)));
+    }
+    let silences: Vec<_> = fired
+        .iter()
+        .filter(|(_, a)| a.kind == AlertKind::Silence && a.edge.is_some())
+        .collect();
+    assert_eq!(silences.len(), 1, "{fired:#?}");
+    assert_eq!(silences[0].0, 42);
+}
+
+#[test]
 fn deny_burst_and_scan_are_per_workload_and_per_source() {
     let mut e = Engine::new(&settings(30));
     let ab = EdgeRef::new("a", "b", 6, 80);
