@@ -278,7 +278,7 @@ pub fn judge_deny(
     d: &Detectors,
 ) -> DenyJudgement {
     let m = Metric::Packets;
-    let mut ex = series.expect(0, 0, p);
+    let mut ex = series.expect(0, 0, secs, p);
     let lambda = ex.y.exp() * secs - 1.0;
     ex.sigma = ex.sigma.max(1.0 / (lambda.max(0.0) + 1.0).sqrt());
     let observed = denied as f64 / secs;
