@@ -26,7 +26,11 @@
 //! (`cvar`), takes the rate's own noise as the rest (in quadrature, at least
 //! `scaleFloor`), and scores a count with [`count_z`], which keeps the Poisson tails.
 //!
-//! Memory: 3 metrics × 6 words, and, once the subject is an hour old and has been
+//! Lag correlation: each series learns the lag-1 autocovariance of its residual and
+//! scores an interval given the last ordinary one ([`Series`]'s `condition`), so a
+//! spike during a low stretch of an edge's drifting rate is seen sooner.
+//!
+//! Memory: 3 metrics × 9 words, and, once the subject is an hour old and has been
 //! active for 10 intervals, 3 × (24 + 168) profile values, 24 activity values and
 //! 24 + 168 bucket counts: ≈ 3 KiB per subject (see `docs/baseline.md`).
 use serde::{Deserialize, Serialize};
@@ -148,6 +152,17 @@ pub struct Series {
     pub cvar: f32,
     /// Samples learnt.
     pub n: u32,
+    /// Lag-1 autocovariance of the residual (EWMA over pairs of consecutive
+    /// ordinary intervals, with the weights of `dev`): how much of one interval's
+    /// departure the next one keeps.
+    #[serde(default)]
+    pub acov: f32,
+    /// Residual of the last ordinary interval (below 2σ, clipped at −3σ), and how
+    /// many intervals ago it was (0: none yet).
+    #[serde(default)]
+    pub last: f32,
+    #[serde(default)]
+    pub since: u32,
     /// The profile the last prediction used.
     #[serde(default)]
     pub mode: u8,
@@ -170,6 +185,12 @@ pub struct Expect {
     /// (at least `scaleFloor`). Both 0 for bytes.
     pub count_var: f64,
     pub extra: f64,
+    /// What the last ordinary interval says of this one (the residual's lag
+    /// correlation): a shift of the expected log rate, and the scale left to score
+    /// with (of the log rate for bytes, of the rate's own noise for counts; 0: the
+    /// unconditional one).
+    pub shift: f64,
+    pub z_scale: f64,
 }
 
 impl Series {
@@ -229,6 +250,8 @@ impl Series {
             mode,
             count_var: 0.0,
             extra: 0.0,
+            shift: 0.0,
+            z_scale: 0.0,
         }
     }
 
@@ -248,6 +271,20 @@ impl Series {
         }
         let e = y - ex.y;
         let robust = self.n > p.min_samples;
+        // An ordinary interval (not elevated) is the one the next is conditioned on;
+        // the pair of two consecutive ones teaches the lag correlation.
+        if e < 2.0 * ex.sigma {
+            let ec = e.max(-3.0 * ex.sigma);
+            if robust && self.since == 1 {
+                let a = p.alpha_dev.max(1.0 / f64::from(self.n));
+                let c = f64::from(self.acov);
+                self.acov = (c + a * (ec * f64::from(self.last) - c)) as f32;
+            }
+            self.last = ec as f32;
+            self.since = 1;
+        } else if self.since > 0 {
+            self.since = self.since.saturating_add(1);
+        }
         let (ec, ed) = if robust {
             (
                 e.clamp(-3.0 * ex.sigma, 3.0 * ex.sigma),
@@ -279,6 +316,38 @@ impl Series {
         }
     }
 
+    /// Conditions `ex` on the last ordinary interval. The residual is taken as the
+    /// rate's own noise, an AR(1) process (lag correlation φ, from `acov`), plus
+    /// white counting noise for counts: k intervals on, the expected log rate moves
+    /// by φᵏ·s²/σ² of that residual, and the rate's variance left is
+    /// s² − (φᵏs²)²/σ² (σ² the residual's variance, s² the rate's part of it).
+    /// While a spike lasts its intervals are not ordinary, so the condition fades
+    /// (φᵏ) instead of following the spike. Nothing after 30 intervals.
+    fn condition(&self, ex: &mut Expect, m: Metric, floor: f64) {
+        if self.since == 0 || self.since > 30 {
+            return;
+        }
+        let var = (1.2533 * f64::from(self.dev)).powi(2);
+        let counting = if m.is_count() {
+            f64::from(self.cvar).min(var)
+        } else {
+            0.0
+        };
+        let s2 = var - counting;
+        if var <= 0.0 || s2 <= 1e-9 {
+            return;
+        }
+        let phi = (f64::from(self.acov) / s2).clamp(0.0, 0.9);
+        let c = phi.powi(self.since as i32) * s2;
+        ex.shift = c / var * f64::from(self.last);
+        let left = ((s2 - c * c / var) / s2).max(0.0).sqrt();
+        ex.z_scale = if m.is_count() {
+            (s2.sqrt() * left).max(floor)
+        } else {
+            (ex.sigma * left).max(floor)
+        };
+    }
+
     /// Whether every value is finite and every profile has its size.
     pub fn is_valid(&self) -> bool {
         self.level.is_finite()
@@ -287,6 +356,8 @@ impl Series {
             && self.dev >= 0.0
             && self.cvar.is_finite()
             && self.cvar >= 0.0
+            && self.acov.is_finite()
+            && self.last.is_finite()
             && self.mode <= WEEKLY
             && (self.daily.is_empty() || self.daily.len() == DAY)
             && (self.weekly.is_empty() || self.weekly.len() == WEEK)
@@ -339,18 +410,36 @@ impl Forecast {
         m.rate(self.expect[m.index()].y, self.secs)
     }
 
-    /// z-score of an observed count: for bytes, the robust z of the log rate; for
-    /// packets and connections, [`count_z`] of the count against the median count
-    /// expected, with the rate's own noise `extra`.
+    /// Expected rate per second of this very interval: [`Forecast::rate`] given the
+    /// last ordinary interval (what spikes are judged against).
+    pub fn rate_now(&self, m: Metric) -> f64 {
+        let ex = &self.expect[m.index()];
+        m.rate(ex.y + ex.shift, self.secs)
+    }
+
+    /// z-score of an observed count, given the last ordinary interval: for bytes,
+    /// the robust z of the log rate; for packets and connections, [`count_z`] of
+    /// the count against the median count expected, with the rate's own noise.
     pub fn z(&self, m: Metric, count: f64) -> f64 {
         let ex = &self.expect[m.index()];
+        let y = ex.y + ex.shift;
         if m.is_count() && ex.extra > 0.0 {
             // The mean of ln(count + 1) is below ln(λ + 1) by about half its
             // counting variance: undo that bias to get the median count expected.
-            let mu = (ex.y + ex.count_var / 2.0).exp() * self.secs - 1.0;
-            return count_z(count, mu, ex.extra);
+            let mu = (y + counting_var(y, self.secs) / 2.0).exp() * self.secs - 1.0;
+            let s = if ex.z_scale > 0.0 {
+                ex.z_scale
+            } else {
+                ex.extra
+            };
+            return count_z(count, mu, s);
         }
-        (m.y(count, self.secs) - ex.y) / ex.sigma
+        let s = if ex.z_scale > 0.0 {
+            ex.z_scale
+        } else {
+            ex.sigma
+        };
+        (m.y(count, self.secs) - y) / s
     }
 }
 
@@ -433,6 +522,9 @@ impl RateModel {
                 .sqrt()
                 .max(p.scale_floor);
         }
+        for m in Metric::ALL {
+            self.series[m.index()].condition(&mut expect[m.index()], m, p.scale_floor);
+        }
         let activity = if age >= p.daily_after_ms && self.activity_daily.len() == DAY {
             self.activity_daily[hour_of_day(t_ms)]
         } else {
@@ -460,6 +552,11 @@ impl RateModel {
     pub fn update(&mut self, t_ms: u64, counts: [f64; 3], active: bool, fc: &Forecast, p: &Params) {
         self.intervals = self.intervals.saturating_add(1);
         if !active {
+            for s in &mut self.series {
+                if s.since > 0 {
+                    s.since = s.since.saturating_add(1);
+                }
+            }
             self.idle_run = self.idle_run.saturating_add(1);
             if self.idle_run > IDLE_DEFER {
                 self.learn_activity(t_ms, 0.0, p);
@@ -629,6 +726,61 @@ mod tests {
         }
         // Before the profile is used: no offset.
         assert_eq!(s.expect(0, 5 * 3_600_000, 60.0, &p).season, 0.0);
+    }
+
+    #[test]
+    fn the_lag_correlation_of_the_noise_is_learnt_and_conditions_the_next_interval() {
+        use crate::baseline::eval::traffic::Rng;
+        let p = params(60.0);
+        let mut rng = Rng::new(3);
+        let (phi, sigma): (f64, f64) = (0.6, 0.2);
+        let mut noise = 0.0;
+        let mut m = RateModel::new(0);
+        let bytes = |noise: f64| 6e6 * f64::exp(noise);
+        let (mut t, mut plain, mut cond, mut n) = (0, 0.0, 0.0, 0.0);
+        for i in 0..6000u64 {
+            noise = phi * noise + (1.0 - phi * phi).sqrt() * sigma * rng.normal();
+            let fc = m.forecast(t, 60.0, &p);
+            if i >= 3000 {
+                // Scored with the condition, the residual left is smaller.
+                let ex = fc.expect[Metric::Bytes.index()];
+                let y = Metric::Bytes.y(bytes(noise), 60.0);
+                plain += (y - ex.y).powi(2);
+                cond += (y - ex.y - ex.shift).powi(2);
+                n += 1.0;
+            }
+            m.update(t, [bytes(noise), bytes(noise) / 1000.0, 6.0], true, &fc, &p);
+            t += 60_000;
+        }
+        let s = &m.series[Metric::Bytes.index()];
+        let learnt = f64::from(s.acov) / (1.2533 * f64::from(s.dev)).powi(2);
+        assert!((0.45..0.75).contains(&learnt), "phi {learnt}");
+        let (plain, cond) = ((plain / n).sqrt(), (cond / n).sqrt());
+        assert!(cond < 0.9 * plain, "rms {plain} -> {cond}");
+        // After an ordinary interval 1.5σ above, the next is expected higher and
+        // scored with a smaller scale; while a spike lasts (intervals that are not
+        // ordinary) the condition fades.
+        let fc = m.forecast(t, 60.0, &p);
+        let sig = fc.expect[0].sigma;
+        let y = fc.expect[0].y + 1.5 * sig;
+        let v = (y.exp() * 60.0) - 100.0;
+        m.update(t, [v, v / 1000.0, 6.0], true, &fc, &p);
+        t += 60_000;
+        let next = m.forecast(t, 60.0, &p).expect[0];
+        assert!(
+            next.shift > 0.5 * sig && next.z_scale < 0.9 * next.sigma,
+            "{next:?}"
+        );
+        let mut shifts = vec![next.shift];
+        for _ in 0..4 {
+            let fc = m.forecast(t, 60.0, &p);
+            let v = 5.0 * fc.rate(Metric::Bytes) * 60.0;
+            m.update(t, [v, v / 1000.0, 6.0], true, &fc, &p);
+            t += 60_000;
+            shifts.push(m.forecast(t, 60.0, &p).expect[0].shift);
+        }
+        assert!(shifts.windows(2).all(|w| w[1] < w[0]), "{shifts:?}");
+        assert!(m.is_valid());
     }
 
     /// P(X ≥ k) for X ~ Poisson(lambda).

@@ -213,7 +213,7 @@ pub fn judge(fc: &Forecast, s: &EdgeSample, d: &Detectors) -> Judgement {
             let count = c[m.index()];
             let z = fc.z(m, count);
             let observed = count / secs;
-            let expected = fc.rate(m);
+            let expected = fc.rate_now(m);
             let excess = observed - expected;
             let floor = min_excess(d, m);
             let x = Excess {
