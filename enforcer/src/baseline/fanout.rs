@@ -59,6 +59,24 @@ pub struct Fanout {
     pub sources_dropped: u64,
 }
 
+/// The next learnt peak of one count (`n` in the window, `threshold` the one it was
+/// judged against). While learning: the decaying maximum. After: the same under
+/// half the threshold; between that and the threshold the peak only creeps
+/// towards the count, with the peak's own one-day memory (`slow` per interval),
+/// and does not decay. A slow scan, whose window grows interval by interval,
+/// would otherwise teach the peak its own size and never reach 3 × it (a 10
+/// minute scan of 300 ports at 30 a minute was never raised); a source that
+/// lastingly reaches twice as many peers becomes normal within a day.
+fn learn_peak(peak: f32, n: u32, threshold: f64, learning: bool, decay: f64, slow: f64) -> f32 {
+    let (p, n) = (f64::from(peak), f64::from(n));
+    let next = if learning || n < threshold / 2.0 {
+        (p * decay).max(n)
+    } else {
+        p + slow * (n - p).max(0.0)
+    };
+    next as f32
+}
+
 fn hash(v: impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
     v.hash(&mut h);
@@ -108,8 +126,9 @@ impl Fanout {
             let beyond = f64::from(nt) >= tt || f64::from(np) >= tp;
             if learning || !beyond {
                 let p = self.peaks.entry(src.clone()).or_default();
-                p.targets = (p.targets * decay as f32).max(nt as f32);
-                p.peers = (p.peers * decay as f32).max(np as f32);
+                let slow = 1.0 - decay;
+                p.targets = learn_peak(p.targets, nt, tt, learning, decay, slow);
+                p.peers = learn_peak(p.peers, np, tp, learning, decay, slow);
                 p.last_ms = end_ms;
             }
             out.push(FanoutObs {
@@ -183,5 +202,50 @@ mod tests {
         assert!(obs.is_empty());
         assert_eq!(f.watched(), 0);
         assert!(f.peaks["scraper"].peers >= 99.0);
+    }
+
+    #[test]
+    fn a_slow_scan_does_not_teach_the_peak_its_own_size() {
+        let d = Detectors::default();
+        let mut f = Fanout::default();
+        // While learning, "client" reaches 5 ports of "web" every minute.
+        let usual: Vec<EdgeRef> = (1..=5)
+            .map(|p| EdgeRef::new("client", "web", 6, p))
+            .collect();
+        for i in 0..60u64 {
+            f.observe(i * 60_000, 60.0, usual.iter(), true, &d);
+        }
+        // Then 30 new ports a minute: the 5-minute window grows 35, 65, ...; it
+        // is beyond the threshold (50) in the second minute.
+        let mut fired = None;
+        for (m, i) in (60..70u64).enumerate() {
+            let scan: Vec<EdgeRef> = (0..30)
+                .map(|k| EdgeRef::new("client", "db", 6, 1000 + 30 * m as u16 + k))
+                .chain(usual.iter().cloned())
+                .collect();
+            let obs = f.observe(i * 60_000, 60.0, scan.iter(), false, &d);
+            if obs[0].beyond && fired.is_none() {
+                fired = Some(m);
+            }
+        }
+        assert_eq!(fired, Some(1));
+        // A source that lastingly reaches twice its peak (between half the
+        // threshold and the threshold) learns it within about a day, without
+        // firing.
+        let mut g = Fanout::default();
+        let peers = |n: usize| -> Vec<EdgeRef> {
+            (0..n)
+                .map(|i| EdgeRef::new("scraper", &format!("pod{i}"), 6, 9090))
+                .collect()
+        };
+        for i in 0..60u64 {
+            g.observe(i * 60_000, 60.0, peers(40).iter(), true, &d);
+        }
+        let twice = peers(80);
+        for i in 60..60 + 1440u64 {
+            let obs = g.observe(i * 60_000, 60.0, twice.iter(), false, &d);
+            assert!(!obs[0].beyond, "minute {i}: {obs:?}");
+        }
+        assert!(g.peaks["scraper"].peers > 60.0, "{:?}", g.peaks["scraper"]);
     }
 }
