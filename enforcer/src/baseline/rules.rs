@@ -3,7 +3,7 @@
 //! them into fire and clear transitions.
 use super::{
     EdgeSample,
-    model::{Expect, Forecast, Metric, Params, Series},
+    model::{Expect, Forecast, Metric, Params, Series, count_z, counting_var},
     settings::Detectors,
 };
 
@@ -269,7 +269,13 @@ pub struct DenyJudgement {
     pub expect: Expect,
 }
 
-/// Deny rates are not seasonal: the series' level and deviation only.
+/// Deny rates are not seasonal: the series' level and deviation only. Denied
+/// packets are counts, and usually few or none: they are scored like packets, with
+/// [`count_z`] (Poisson around a rate with its own noise, learnt as for packets),
+/// against the count the series expects. The log-rate z used before needed about
+/// 54 denies in one interval where none were usual, whatever `denyMinPerSec`
+/// said: at 1 s intervals a retry storm of 5 denied packets/s went unnoticed. Now
+/// 5 in one interval are enough where none are usual.
 pub fn judge_deny(
     series: &Series,
     denied: u64,
@@ -281,9 +287,18 @@ pub fn judge_deny(
     let mut ex = series.expect(0, 0, secs, p);
     let lambda = ex.y.exp() * secs - 1.0;
     ex.sigma = ex.sigma.max(1.0 / (lambda.max(0.0) + 1.0).sqrt());
+    ex.count_var = counting_var(ex.y, secs);
+    let learnt = (1.2533 * f64::from(series.dev)).powi(2);
+    ex.extra = (learnt - f64::from(series.cvar))
+        .max(0.0)
+        .sqrt()
+        .max(p.scale_floor);
     let observed = denied as f64 / secs;
     let expected = m.rate(ex.y, secs);
-    let z = (m.y(denied as f64, secs) - ex.y) / ex.sigma;
+    // An unseen rate is not a zero rate: never expect fewer than a quarter of a
+    // denied packet per interval, so that where none are usual a burst takes 5
+    // in one interval (z 4.5; 4 are z 3.8), not 1.
+    let z = count_z(denied as f64, (expected * secs).max(0.25), ex.extra);
     let warm = series.n >= d.min_samples;
     DenyJudgement {
         beyond: warm

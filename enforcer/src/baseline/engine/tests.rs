@@ -228,6 +228,57 @@ fn with_a_short_learning_period_an_edge_learnt_in_it_can_go_silent() {
 }
 
 #[test]
+fn a_retry_storm_of_a_few_denies_per_second_is_a_deny_burst_at_1_s_intervals() {
+    let mut e = Engine::new(&Settings {
+        interval_secs: 1,
+        learning_secs: 30,
+        ..Settings::default()
+    });
+    let ab = EdgeRef::new("a", "b", 6, 80);
+    let second = |i: u64, denied: u64| Interval {
+        start_ms: i * 1000,
+        secs: 1.0,
+        edges: vec![(
+            ab.clone(),
+            EdgeSample {
+                bytes: 20_000 + (i % 3) * 500,
+                packets: 40 + i % 3 + denied,
+                connections: 1,
+                denied_packets: denied,
+                denied_connections: denied,
+            },
+        )],
+    };
+    for i in 0..60 {
+        assert!(e.observe(&second(i, 0)).is_empty());
+    }
+    // 5 denied packets/s where none are usual: fires in its first interval.
+    let out = e.observe(&second(60, 5));
+    let burst: Vec<_> = out
+        .iter()
+        .filter(|a| a.kind == AlertKind::DenyBurst)
+        .collect();
+    assert_eq!(burst.len(), 1, "{out:#?}");
+    assert_eq!(burst[0].workloads, vec!["a".to_owned()]);
+    // A few stray denies are not a burst (over denyMinPerSec, but z under 4).
+    for stray in [1, 2, 4] {
+        let mut e2 = Engine::new(&Settings {
+            interval_secs: 1,
+            learning_secs: 30,
+            ..Settings::default()
+        });
+        for i in 0..60 {
+            e2.observe(&second(i, 0));
+        }
+        let out = e2.observe(&second(60, stray));
+        assert!(
+            out.iter().all(|a| a.kind != AlertKind::DenyBurst),
+            "{out:#?}"
+        );
+    }
+}
+
+#[test]
 fn deny_burst_and_scan_are_per_workload_and_per_source() {
     let mut e = Engine::new(&settings(30));
     let ab = EdgeRef::new("a", "b", 6, 80);
