@@ -251,7 +251,7 @@ pub fn judge(fc: &Forecast, s: &EdgeSample, d: &Detectors) -> Judgement {
     let busy = fc.activity >= 0.99
         && pps >= d.silence_min_packets_per_sec
         && expected_count >= 10.0
-        && fc.age_ms >= d.silence_min_age_secs.saturating_mul(1000);
+        && f64::from(fc.samples) * secs >= d.silence_min_age_secs as f64;
     let packets = s.packets as f64;
     j.silent = busy && packets <= d.silence_fraction * expected_count;
     // Traffic is back, or the edge is no longer normally busy (it has been learnt).

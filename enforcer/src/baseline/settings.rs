@@ -112,8 +112,9 @@ pub struct Detectors {
     /// ...on an edge expected to carry at least this many packets/s (and 10 per
     /// interval) and to be active in at least 99% of intervals at this time of day.
     pub silence_min_packets_per_sec: f64,
-    /// ...and first seen at least this long ago (seconds): a short-lived edge
-    /// that stops is not a silence.
+    /// ...and active for at least this long (seconds; active intervals × their
+    /// length, so the idle time after it stopped does not count): a short-lived
+    /// edge that stops is not a silence.
     pub silence_min_age_secs: u64,
     /// Fan-out window: distinct targets are counted over the last this many seconds.
     pub fanout_window_secs: u64,

@@ -228,6 +228,28 @@ fn with_a_short_learning_period_an_edge_learnt_in_it_can_go_silent() {
 }
 
 #[test]
+fn a_short_lived_edge_that_stops_is_not_a_silence() {
+    // 40 busy minutes then nothing, at the default settings (60 s intervals, an
+    // hour of activity needed; an hour of learning): not once its first sight is
+    // an hour old either (it fired then, 20 minutes late, as if it had just
+    // stopped).
+    let mut e = Engine::new(&settings(60));
+    let ab = EdgeRef::new("a", "b", 6, 80);
+    let cd = EdgeRef::new("c", "d", 6, 80);
+    for i in 0..120 {
+        let mut edges = vec![(cd.clone(), steady(jitter(i)))];
+        if i < 40 {
+            edges.push((ab.clone(), steady(jitter(i))));
+        }
+        let out = e.observe(&iv(i, edges));
+        assert!(
+            out.iter().all(|a| a.kind != AlertKind::Silence),
+            "{i}: {out:#?}"
+        );
+    }
+}
+
+#[test]
 fn a_retry_storm_of_a_few_denies_per_second_is_a_deny_burst_at_1_s_intervals() {
     let mut e = Engine::new(&Settings {
         interval_secs: 1,
