@@ -20,11 +20,57 @@ pub const MAX_SOURCES: usize = 8192;
 const PEAK_MEMORY_MS: f64 = 86_400_000.0;
 
 /// The learned peak of one source (persisted).
+///
+/// After learning, the counts of a window join the peak only once a whole window
+/// has passed since they were seen (the largest not beyond the threshold, kept in
+/// `pending_*`). Learnt at once, a slow scan, whose window grows interval by
+/// interval, taught the peak its own size as it went and never reached 3 × it (a
+/// 10-minute scan of 300 ports at 30 a minute, or of 40 peers at 3 a second, was
+/// never raised). Now it has a whole window to reach the threshold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Peak {
     pub targets: f32,
     pub peers: f32,
     pub last_ms: u64,
+    #[serde(default)]
+    pub pending_targets: f32,
+    #[serde(default)]
+    pub pending_peers: f32,
+    /// When the pending counts started to be gathered.
+    #[serde(default)]
+    pub pending_since_ms: u64,
+}
+
+impl Peak {
+    /// Learns one interval's window counts (`beyond`: over the threshold).
+    fn learn(&mut self, targets: u32, peers: u32, beyond: bool, now: Now) {
+        self.targets *= now.decay;
+        self.peers *= now.decay;
+        if now.learning {
+            self.targets = self.targets.max(targets as f32);
+            self.peers = self.peers.max(peers as f32);
+        } else if !beyond {
+            self.pending_targets = self.pending_targets.max(targets as f32);
+            self.pending_peers = self.pending_peers.max(peers as f32);
+        }
+        if now.end_ms.saturating_sub(self.pending_since_ms) >= now.window_ms {
+            self.targets = self.targets.max(self.pending_targets);
+            self.peers = self.peers.max(self.pending_peers);
+            self.pending_targets = 0.0;
+            self.pending_peers = 0.0;
+            self.pending_since_ms = now.end_ms;
+        }
+        self.last_ms = now.end_ms;
+    }
+}
+
+/// The interval a peak learns from.
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    end_ms: u64,
+    window_ms: u64,
+    decay: f32,
+    learning: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,24 +103,6 @@ pub struct Fanout {
     pub peaks: HashMap<String, Peak>,
     /// Sources not watched because `MAX_SOURCES` were.
     pub sources_dropped: u64,
-}
-
-/// The next learnt peak of one count (`n` in the window, `threshold` the one it was
-/// judged against). While learning: the decaying maximum. After: the same under
-/// half the threshold; between that and the threshold the peak only creeps
-/// towards the count, with the peak's own one-day memory (`slow` per interval),
-/// and does not decay. A slow scan, whose window grows interval by interval,
-/// would otherwise teach the peak its own size and never reach 3 × it (a 10
-/// minute scan of 300 ports at 30 a minute was never raised); a source that
-/// lastingly reaches twice as many peers becomes normal within a day.
-fn learn_peak(peak: f32, n: u32, threshold: f64, learning: bool, decay: f64, slow: f64) -> f32 {
-    let (p, n) = (f64::from(peak), f64::from(n));
-    let next = if learning || n < threshold / 2.0 {
-        (p * decay).max(n)
-    } else {
-        p + slow * (n - p).max(0.0)
-    };
-    next as f32
 }
 
 fn hash(v: impl Hash) -> u64 {
@@ -124,13 +152,19 @@ impl Fanout {
             let tt = f64::from(d.fanout_min_targets).max(d.fanout_ratio * f64::from(peak.targets));
             let tp = f64::from(d.fanout_min_peers).max(d.fanout_ratio * f64::from(peak.peers));
             let beyond = f64::from(nt) >= tt || f64::from(np) >= tp;
-            if learning || !beyond {
-                let p = self.peaks.entry(src.clone()).or_default();
-                let slow = 1.0 - decay;
-                p.targets = learn_peak(p.targets, nt, tt, learning, decay, slow);
-                p.peers = learn_peak(p.peers, np, tp, learning, decay, slow);
-                p.last_ms = end_ms;
-            }
+            let now = Now {
+                end_ms,
+                window_ms: d.fanout_window_secs.saturating_mul(1000),
+                decay: decay as f32,
+                learning,
+            };
+            self.peaks
+                .entry(src.clone())
+                .or_insert_with(|| Peak {
+                    pending_since_ms: end_ms,
+                    ..Peak::default()
+                })
+                .learn(nt, np, beyond, now);
             out.push(FanoutObs {
                 source: src.clone(),
                 targets: nt,
@@ -229,9 +263,8 @@ mod tests {
             }
         }
         assert_eq!(fired, Some(1));
-        // A source that lastingly reaches twice its peak (between half the
-        // threshold and the threshold) learns it within about a day, without
-        // firing.
+        // A source that lastingly reaches twice its peak learns it a window later,
+        // without firing.
         let mut g = Fanout::default();
         let peers = |n: usize| -> Vec<EdgeRef> {
             (0..n)
@@ -242,10 +275,30 @@ mod tests {
             g.observe(i * 60_000, 60.0, peers(40).iter(), true, &d);
         }
         let twice = peers(80);
-        for i in 60..60 + 1440u64 {
+        for i in 60..80u64 {
             let obs = g.observe(i * 60_000, 60.0, twice.iter(), false, &d);
             assert!(!obs[0].beyond, "minute {i}: {obs:?}");
         }
-        assert!(g.peaks["scraper"].peers > 60.0, "{:?}", g.peaks["scraper"]);
+        assert!(g.peaks["scraper"].peers > 79.0, "{:?}", g.peaks["scraper"]);
+        // Three peers a second at 1 s intervals, from a source that usually
+        // reaches 2 (20 peers fire: in the sixth second).
+        let mut h = Fanout::default();
+        let usual: Vec<EdgeRef> = (0..2)
+            .map(|i| EdgeRef::new("batch", &format!("svc{i}"), 6, 80))
+            .collect();
+        for i in 0..60u64 {
+            h.observe(i * 1000, 1.0, usual.iter(), true, &d);
+        }
+        let mut fired = None;
+        for s in 0..30u64 {
+            let sweep: Vec<EdgeRef> = (0..3)
+                .map(|k| EdgeRef::new("batch", &format!("10.0.0.{}", 3 * s + k), 6, 22))
+                .collect();
+            let obs = h.observe((60 + s) * 1000, 1.0, sweep.iter(), false, &d);
+            if obs[0].beyond && fired.is_none() {
+                fired = Some(s);
+            }
+        }
+        assert_eq!(fired, Some(5));
     }
 }
