@@ -439,6 +439,7 @@ impl FlowTracker {
                 reason_weight,
                 first_seen: mono_to_wall(total.first_seen_ns),
                 last_seen: mono_to_wall(total.last_seen_ns),
+                dst_addr: matches!(dst.1, NodeKind::World | NodeKind::Cidr).then(|| addr(k.dst)),
             });
         }
         self.prev = seen;

@@ -114,6 +114,10 @@ pub struct Delta {
     pub reason_weight: u8,
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
+    /// The destination's address, when the destination is not a workload (a `world`
+    /// or `cidr` node groups many addresses): fan-out counts addresses, so that a
+    /// sweep of one outside /24 is many peers, not one.
+    pub dst_addr: Option<std::net::IpAddr>,
 }
 
 /// The whole graph, as served by `/v1/graph`.
@@ -386,6 +390,7 @@ mod tests {
             reason_weight: 2,
             first_seen: t,
             last_seen: t,
+            dst_addr: None,
         }
     }
 

@@ -208,10 +208,17 @@ impl Engine {
         let mut resolved = Vec::new();
 
         // (e) fan-out first: its sources' new edges are part of the scan.
+        let mut addrs: HashMap<&EdgeRef, Vec<std::net::IpAddr>> = HashMap::new();
+        for (e, a) in &iv.addrs {
+            addrs.entry(e).or_default().push(*a);
+        }
         let contacts = samples
             .iter()
             .filter(|(_, s)| s.contacts())
-            .map(|(e, _)| *e);
+            .flat_map(|(e, _)| match addrs.get(*e) {
+                Some(list) => list.iter().map(|a| (*e, Some(*a))).collect::<Vec<_>>(),
+                None => vec![(*e, None)],
+            });
         let d = self.judging();
         let fobs = self.fanout.observe(t1, secs, contacts, learning, &d);
         let mut scanning: HashSet<String> = HashSet::new();

@@ -6,6 +6,7 @@
 use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
+    net::IpAddr,
 };
 
 use serde::{Deserialize, Serialize};
@@ -119,21 +120,21 @@ impl Fanout {
         &mut self,
         end_ms: u64,
         secs: f64,
-        contacts: impl Iterator<Item = &'a EdgeRef>,
+        contacts: impl Iterator<Item = (&'a EdgeRef, Option<IpAddr>)>,
         learning: bool,
         d: &Detectors,
     ) -> Vec<FanoutObs> {
-        for e in contacts {
+        for (e, addr) in contacts {
             if !self.windows.contains_key(&e.src) && self.windows.len() >= MAX_SOURCES {
                 self.sources_dropped += 1;
                 continue;
             }
             let w = self.windows.entry(e.src.clone()).or_default();
-            let t = hash((&e.dst, e.proto, e.port));
+            let t = hash((&e.dst, addr, e.proto, e.port));
             if w.targets.len() < MAX_TARGETS || w.targets.contains_key(&t) {
                 w.targets.insert(t, end_ms);
             }
-            let p = hash(&e.dst);
+            let p = hash((&e.dst, addr));
             if w.peers.len() < MAX_TARGETS || w.peers.contains_key(&p) {
                 w.peers.insert(p, end_ms);
             }
@@ -220,15 +221,21 @@ mod tests {
             .map(|i| EdgeRef::new("scraper", &format!("pod{i}"), 6, 9090))
             .collect();
         for i in 0..10u64 {
-            f.observe(i * 60_000, 60.0, scrape.iter(), true, &d);
+            f.observe(i * 60_000, 60.0, scrape.iter().map(|e| (e, None)), true, &d);
         }
-        let obs = f.observe(11 * 60_000, 60.0, scrape.iter(), false, &d);
+        let obs = f.observe(
+            11 * 60_000,
+            60.0,
+            scrape.iter().map(|e| (e, None)),
+            false,
+            &d,
+        );
         assert!(!obs[0].beyond, "{obs:?}");
         // "client" suddenly hits 300 ports of one peer.
         let scan: Vec<EdgeRef> = (1..=300)
             .map(|p| EdgeRef::new("client", "web", 6, p))
             .collect();
-        let obs = f.observe(12 * 60_000, 60.0, scan.iter(), false, &d);
+        let obs = f.observe(12 * 60_000, 60.0, scan.iter().map(|e| (e, None)), false, &d);
         let c = obs.iter().find(|o| o.source == "client").expect("client");
         assert!(c.beyond && c.targets == 300 && c.peers == 1);
         // The window (5 minutes) slides: later it is empty and forgotten.
@@ -247,7 +254,7 @@ mod tests {
             .map(|p| EdgeRef::new("client", "web", 6, p))
             .collect();
         for i in 0..60u64 {
-            f.observe(i * 60_000, 60.0, usual.iter(), true, &d);
+            f.observe(i * 60_000, 60.0, usual.iter().map(|e| (e, None)), true, &d);
         }
         // Then 30 new ports a minute: the 5-minute window grows 35, 65, ...; it
         // is beyond the threshold (50) in the second minute.
@@ -257,7 +264,7 @@ mod tests {
                 .map(|k| EdgeRef::new("client", "db", 6, 1000 + 30 * m as u16 + k))
                 .chain(usual.iter().cloned())
                 .collect();
-            let obs = f.observe(i * 60_000, 60.0, scan.iter(), false, &d);
+            let obs = f.observe(i * 60_000, 60.0, scan.iter().map(|e| (e, None)), false, &d);
             if obs[0].beyond && fired.is_none() {
                 fired = Some(m);
             }
@@ -272,11 +279,17 @@ mod tests {
                 .collect()
         };
         for i in 0..60u64 {
-            g.observe(i * 60_000, 60.0, peers(40).iter(), true, &d);
+            g.observe(
+                i * 60_000,
+                60.0,
+                peers(40).iter().map(|e| (e, None)),
+                true,
+                &d,
+            );
         }
         let twice = peers(80);
         for i in 60..80u64 {
-            let obs = g.observe(i * 60_000, 60.0, twice.iter(), false, &d);
+            let obs = g.observe(i * 60_000, 60.0, twice.iter().map(|e| (e, None)), false, &d);
             assert!(!obs[0].beyond, "minute {i}: {obs:?}");
         }
         assert!(g.peaks["scraper"].peers > 79.0, "{:?}", g.peaks["scraper"]);
@@ -287,14 +300,20 @@ mod tests {
             .map(|i| EdgeRef::new("batch", &format!("svc{i}"), 6, 80))
             .collect();
         for i in 0..60u64 {
-            h.observe(i * 1000, 1.0, usual.iter(), true, &d);
+            h.observe(i * 1000, 1.0, usual.iter().map(|e| (e, None)), true, &d);
         }
         let mut fired = None;
         for s in 0..30u64 {
             let sweep: Vec<EdgeRef> = (0..3)
                 .map(|k| EdgeRef::new("batch", &format!("10.0.0.{}", 3 * s + k), 6, 22))
                 .collect();
-            let obs = h.observe((60 + s) * 1000, 1.0, sweep.iter(), false, &d);
+            let obs = h.observe(
+                (60 + s) * 1000,
+                1.0,
+                sweep.iter().map(|e| (e, None)),
+                false,
+                &d,
+            );
             if obs[0].beyond && fired.is_none() {
                 fired = Some(s);
             }

@@ -1,6 +1,8 @@
 //! What the detectors see: per-interval traffic per edge, summed from the graph's
 //! flow deltas (agent), a flow log or a CSV series (replay), or a generator (eval).
 
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Delta, proto_name};
@@ -94,7 +96,15 @@ pub struct Interval {
     pub start_ms: u64,
     pub secs: f64,
     pub edges: Vec<(EdgeRef, EdgeSample)>,
+    /// The addresses behind the new flows and denied attempts of edges whose
+    /// destination groups many addresses (`world:…`, `cidr:…`), when known (the
+    /// agent knows them; a flow log or a CSV does not): fan-out counts them as
+    /// distinct peers. At most [`MAX_ADDRS`] an interval.
+    pub addrs: Vec<(EdgeRef, IpAddr)>,
 }
+
+/// Addresses kept per interval for fan-out (a sweep past it saturates).
+pub const MAX_ADDRS: usize = 65_536;
 
 impl Interval {
     pub fn end_ms(&self) -> u64 {
@@ -106,6 +116,7 @@ impl Interval {
 #[derive(Debug, Default)]
 pub struct Accumulator {
     edges: crate::graph::FastMap<EdgeRef, EdgeSample>,
+    addrs: std::collections::HashSet<(EdgeRef, IpAddr)>,
 }
 
 impl Accumulator {
@@ -116,7 +127,14 @@ impl Accumulator {
     pub fn add_deltas(&mut self, deltas: &[Delta]) {
         for d in deltas {
             let k = EdgeRef::new(&d.key.src, &d.key.dst, d.key.proto, d.key.port);
-            self.add(k, &EdgeSample::from_delta(d));
+            let s = EdgeSample::from_delta(d);
+            if let Some(a) = d.dst_addr
+                && s.contacts()
+                && self.addrs.len() < MAX_ADDRS
+            {
+                self.addrs.insert((k.clone(), a));
+            }
+            self.add(k, &s);
         }
     }
 
@@ -128,10 +146,13 @@ impl Accumulator {
     pub fn take(&mut self, start_ms: u64, secs: f64) -> Interval {
         let mut edges: Vec<(EdgeRef, EdgeSample)> = self.edges.drain().collect();
         edges.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut addrs: Vec<(EdgeRef, IpAddr)> = self.addrs.drain().collect();
+        addrs.sort();
         Interval {
             start_ms,
             secs,
             edges,
+            addrs,
         }
     }
 }
@@ -160,5 +181,45 @@ mod tests {
         assert_eq!(iv.edges[1].1.bytes, 20);
         assert_eq!(iv.end_ms(), 61_000);
         assert!(is_workload("web") && !is_workload("world:1.2.3.0/24") && !is_workload("host"));
+    }
+
+    #[test]
+    fn accumulator_keeps_the_addresses_of_new_flows_to_grouped_destinations() {
+        use crate::graph::{Delta, EdgeKey};
+        let t = std::time::SystemTime::UNIX_EPOCH;
+        let delta = |addr: Option<IpAddr>, new: u64| Delta {
+            key: EdgeKey {
+                src: "api".into(),
+                dst: "world:198.51.100.0/24".into(),
+                proto: 6,
+                port: 443,
+            },
+            packets: 2,
+            bytes: 120,
+            reply_packets: 0,
+            reply_bytes: 0,
+            dropped_packets: 0,
+            dropped_bytes: 0,
+            new_connections: new,
+            new_denied_connections: 0,
+            last_reason: "",
+            decided_by: "".into(),
+            reason_weight: 0,
+            first_seen: t,
+            last_seen: t,
+            dst_addr: addr,
+        };
+        let a: IpAddr = "198.51.100.7".parse().expect("addr");
+        let b: IpAddr = "198.51.100.8".parse().expect("addr");
+        let mut acc = Accumulator::default();
+        // Two new flows to a, one to b, and later packets of an old flow to a host
+        // that is not counted (no new connection).
+        acc.add_deltas(&[delta(Some(a), 1), delta(Some(a), 1), delta(Some(b), 1)]);
+        acc.add_deltas(&[delta(Some("198.51.100.9".parse().expect("addr")), 0)]);
+        let iv = acc.take(0, 60.0);
+        assert_eq!(iv.edges.len(), 1);
+        let addrs: Vec<IpAddr> = iv.addrs.iter().map(|(_, a)| *a).collect();
+        assert_eq!(addrs, vec![a, b]);
+        assert!(acc.take(60_000, 60.0).addrs.is_empty());
     }
 }

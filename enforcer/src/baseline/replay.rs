@@ -307,6 +307,7 @@ fn replay_csv(
             start_ms: ms / len * len,
             secs: secs as f64,
             edges: vec![(opts.edge.clone(), sample)],
+            addrs: Vec::new(),
         };
         for mut a in engine.observe(&iv) {
             // Back to the CSV's units.

@@ -339,6 +339,7 @@ mod tests {
                         ..Default::default()
                     },
                 )],
+                addrs: Vec::new(),
             };
             e.observe(&iv);
         }

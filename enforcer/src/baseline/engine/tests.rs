@@ -23,6 +23,7 @@ fn iv(i: u64, edges: Vec<(EdgeRef, EdgeSample)>) -> Interval {
         start_ms: i * MIN,
         secs: 60.0,
         edges,
+        addrs: Vec::new(),
     }
 }
 
@@ -205,6 +206,7 @@ fn with_a_short_learning_period_an_edge_learnt_in_it_can_go_silent() {
         start_ms: i * 1000,
         secs: 1.0,
         edges,
+        addrs: Vec::new(),
     };
     for i in 0..40 {
         let s = EdgeSample {
@@ -250,6 +252,44 @@ fn a_short_lived_edge_that_stops_is_not_a_silence() {
 }
 
 #[test]
+fn a_sweep_of_one_outside_prefix_counts_its_addresses() {
+    // "api" calls one outside /24 on 443 while learning, then sweeps 60 of its
+    // addresses on 443 in one minute: one graph edge, 60 peers.
+    let mut e = Engine::new(&settings(10));
+    let out = EdgeRef::new("api", "world:198.51.100.0/24", 6, 443);
+    let call = EdgeSample {
+        bytes: 60_000,
+        packets: 60,
+        connections: 2,
+        ..EdgeSample::default()
+    };
+    let one: std::net::IpAddr = "198.51.100.7".parse().expect("addr");
+    for i in 0..20 {
+        let mut v = iv(i, vec![(out.clone(), call.clone())]);
+        v.addrs = vec![(out.clone(), one)];
+        e.observe(&v);
+    }
+    let mut v = iv(20, vec![(out.clone(), call.clone())]);
+    v.addrs = (1..=60u8)
+        .map(|h| (out.clone(), std::net::IpAddr::from([198, 51, 100, h])))
+        .collect();
+    let fired = e.observe(&v);
+    let fan: Vec<_> = fired
+        .iter()
+        .filter(|a| a.kind == AlertKind::FanOut)
+        .collect();
+    assert_eq!(fan.len(), 1, "{fired:#?}");
+    assert_eq!(fan[0].source.as_deref(), Some("api"));
+    assert_eq!(fan[0].observed, 60.0);
+    // Without the addresses (a flow log's replay) it is one peer: nothing.
+    let mut e = Engine::new(&settings(10));
+    for i in 0..21 {
+        let out = e.observe(&iv(i, vec![(out.clone(), call.clone())]));
+        assert!(out.iter().all(|a| a.kind != AlertKind::FanOut));
+    }
+}
+
+#[test]
 fn a_retry_storm_of_a_few_denies_per_second_is_a_deny_burst_at_1_s_intervals() {
     let mut e = Engine::new(&Settings {
         interval_secs: 1,
@@ -270,6 +310,7 @@ fn a_retry_storm_of_a_few_denies_per_second_is_a_deny_burst_at_1_s_intervals() {
                 denied_connections: denied,
             },
         )],
+        addrs: Vec::new(),
     };
     for i in 0..60 {
         assert!(e.observe(&second(i, 0)).is_empty());

@@ -346,6 +346,7 @@ fn simulate(spec: &Spec, base: &Settings, inject: &[Injected]) -> Vec<Fired> {
             start_ms: ms,
             secs,
             edges: std::mem::take(&mut edges),
+            addrs: Vec::new(),
         };
         for a in engine.observe(&iv) {
             if a.state == AlertState::Firing {
