@@ -236,9 +236,12 @@ pub fn judge(fc: &Forecast, s: &EdgeSample, d: &Detectors) -> Judgement {
                     j.spike = Some(x);
                 }
             }
+            // Hysteresis on the excess too: an interval whose excess dips under the
+            // floor, but not under half of it, is not calm (it neither ends a run
+            // nor counts towards clearing).
             let still = z >= d.clear_z
                 && observed >= (d.spike_min_ratio / 2.0).max(1.0) * expected
-                && excess >= floor;
+                && excess >= floor / 2.0;
             if still {
                 j.spike_calm = false;
             }
