@@ -589,7 +589,7 @@ fn unseen_scenarios_are_caught_and_steady_bursty_traffic_raises_nothing() {
         "sweep of one world /24 api->100.65.0.x:443",
         t,
         &["api", "world"],
-        Must::Catch(3),
+        Must::Catch(5),
         Some((AlertKind::FanOut, source("api"))),
     ));
     played.push(scenario(
