@@ -318,6 +318,7 @@ impl Engine {
             if !learning {
                 let j = rules::judge(&fc, s, &d);
                 if j.spike.is_some()
+                    || j.elevated.is_some()
                     || j.silent
                     || (!pending.is_empty() && pending.contains(e.to_string().as_str()))
                 {

@@ -163,6 +163,20 @@ fn a_dip_between_the_thresholds_does_not_restart_a_spike() {
     }
     assert_eq!(fired.len(), 1, "{fired:#?}");
     assert_eq!((fired[0].0, fired[0].1.start_ms), (61, 60 * MIN));
+    // x1.8 (elevated, not beyond: under spikeMinRatio) then x3: pooled from the
+    // first, which no trigger was watching yet; fires at the second.
+    let gh = EdgeRef::new("g", "h", 6, 80);
+    let mut e = Engine::new(&settings(30));
+    for i in 0..60 {
+        e.observe(&iv(i, vec![(gh.clone(), steady(10 * jitter(i)))]));
+    }
+    let mut fired = Vec::new();
+    for (i, bytes) in [(60, 1_850_000), (61, 3_100_000)] {
+        let out = e.observe(&iv(i, vec![(gh.clone(), steady(bytes))]));
+        fired.extend(out.into_iter().filter(|a| a.edge.is_some()).map(|a| (i, a)));
+    }
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!((fired[0].0, fired[0].1.start_ms), (61, 60 * MIN));
     // A calm interval ends the run: x10, normal, x10 does not fire.
     let cd = EdgeRef::new("c", "d", 6, 80);
     let mut e = Engine::new(&settings(30));

@@ -307,7 +307,10 @@ fn extra(inj: &Injected, i: u64, secs: f64, rng: &mut Rng, out: &mut Vec<(EdgeRe
 }
 
 /// Runs one simulation (with or without injections) through the engine.
-fn simulate(spec: &Spec, base: &Settings, inject: &[Injected]) -> Vec<Fired> {
+/// Runs one simulation. `realized[i]` gets, for a spike injection, the least
+/// factor over the noise-free seasonal rate (the generator's baseline) that its
+/// traffic had in its first 3 intervals (the injected factor times the noise).
+fn simulate(spec: &Spec, base: &Settings, inject: &[Injected], realized: &mut [f64]) -> Vec<Fired> {
     let mut rng = Rng::new(spec.seed);
     let mut topo = Topology::new(&mut rng, spec.edges);
     // Injections use their own stream, so the background is identical in both runs.
@@ -335,6 +338,16 @@ fn simulate(spec: &Spec, base: &Settings, inject: &[Injected]) -> Vec<Fired> {
                 }
             }
             let s = traffic::sample(&mut rng, p, ms, secs, volume, conns);
+            for i in live
+                .iter()
+                .filter(|i| i.target == Some(j) && idx < i.start + 3)
+            {
+                if let Class::Spike(f) | Class::ConnSpike(f) = i.class
+                    && let Some(k) = inject.iter().position(|x| std::ptr::eq(x, *i))
+                {
+                    realized[k] = realized[k].min(f * p.noise_factor());
+                }
+            }
             if s.active() {
                 edges.push((p.edge.clone(), s));
             }
@@ -370,13 +383,15 @@ pub fn run_with(spec: &Spec, base: &Settings) -> Report {
     let topo = Topology::new(&mut rng, spec.edges);
     let mut srng = Rng::new(spec.seed ^ 0x5eed);
     let inject = schedule(spec, &topo, &mut srng);
-    let clean = simulate(spec, base, &[]);
-    let dirty = simulate(spec, base, &inject);
+    let clean = simulate(spec, base, &[], &mut []);
+    let mut realized = vec![f64::INFINITY; inject.len()];
+    let dirty = simulate(spec, base, &inject, &mut realized);
     score::score(
         spec,
         &inject,
         &clean,
         &dirty,
+        &realized,
         u64::from(spec.learning_days) * per_day(spec),
     )
 }

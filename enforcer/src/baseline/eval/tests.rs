@@ -22,8 +22,13 @@ fn targets_hold_on_a_small_seeded_run() {
     // of connection-rate spikes >= 3x (15/16 here: on the edge missed, the rate
     // noise held the x3 to x1.4-x1.9 of the expected rate for all its first four
     // intervals, under `spikeMinRatio`), and the strict "every detection within 3
-    // intervals" (checked below as 98% of them, none later than 6).
-    let known_gaps = ["recall, connection-rate", "detection within"];
+    // intervals" (checked below as 98% of them, none later than 6). Spikes whose
+    // traffic was at least 3x the baseline in each of their first 3 intervals are
+    // all detected within 3 (a target asserted here).
+    let known_gaps = [
+        "recall, connection-rate",
+        "detection within 3 intervals (targeted classes",
+    ];
     for t in &r.targets {
         if known_gaps.iter().any(|g| t.name.starts_with(g)) {
             continue;
@@ -75,6 +80,11 @@ fn targets_hold_on_a_small_seeded_run() {
     assert!(
         within as f64 >= 0.98 * detected as f64 && max <= 6,
         "{within} of {detected} within 3 intervals, max {max}\n{table}"
+    );
+    assert!(
+        r.full_spikes.0 >= 20 && r.full_spikes.2 == r.full_spikes.0,
+        "{:?}\n{table}",
+        r.full_spikes
     );
     // Every class was injected.
     assert!(r.classes.iter().all(|c| c.injected > 0), "{table}");

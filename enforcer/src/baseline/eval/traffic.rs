@@ -157,6 +157,14 @@ pub fn seasonal(p: &EdgeProfile, ms: u64) -> f64 {
 
 /// One interval of a background edge: `volume` and `conns` multiply the normal
 /// volume and connection rate (1.0: normal; 0.0: silent).
+impl EdgeProfile {
+    /// The rate's current noise factor: the rate is the noise-free seasonal rate
+    /// times this (times an injection's factor).
+    pub fn noise_factor(&self) -> f64 {
+        self.noise.exp()
+    }
+}
+
 pub fn sample(
     rng: &mut Rng,
     p: &mut EdgeProfile,
