@@ -165,6 +165,31 @@ impl Agent {
             .expect("run enforcer CLI")
     }
 
+    /// `enforcer alerts --output json` (the last 1000), parsed.
+    pub fn alerts(&self) -> Vec<enforcer::baseline::Alert> {
+        let out = self.cli(&["alerts", "--output", "json", "--limit", "1000"]);
+        assert!(
+            out.status.success(),
+            "enforcer alerts: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("alert JSON line"))
+            .collect()
+    }
+
+    /// `enforcer baseline status --output json`, parsed.
+    pub fn baseline_status(&self) -> enforcer::baseline::monitor::BaselineStatus {
+        let out = self.cli(&["baseline", "status", "--output", "json"]);
+        assert!(
+            out.status.success(),
+            "enforcer baseline status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("baseline status JSON")
+    }
+
     pub fn try_status(&self) -> Option<Status> {
         let out = self.cli(&["status", "--output", "json"]);
         if !out.status.success() {

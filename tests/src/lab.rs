@@ -337,6 +337,27 @@ impl Lab {
         })
     }
 
+    /// Waits (up to 10 s) for a listening TCP socket on `port` in `ns`, without
+    /// connecting to it (a probe connection would be taken for a client by iperf3).
+    pub fn wait_listening(&self, ns: &str, port: u16) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self
+                .cmd(ns, "ss")
+                .args(["-Hltn", &format!("sport = :{port}")])
+                .output()
+                .expect("ss");
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "nothing listens on {port} in {ns}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `ip netns exec NS program` as a `Command` to add arguments to. `ns` may be a node name
     /// or `host` (see [`resolve_ns`](Self::resolve_ns)). Note that `ip netns exec` remounts
     /// `/sys`, so `/sys/fs/bpf` is not visible to the program.

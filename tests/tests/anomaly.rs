@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use enforcer::baseline::{Alert, AlertKind, AlertState, monitor::BaselineStatus, store::Loaded};
+use enforcer::baseline::{Alert, AlertKind, AlertState, store::Loaded};
 use enforcer_tests::{Lab, agent::Agent, tcp_echo};
 
 const SPEC: &str = r#"
@@ -37,40 +37,17 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_enforcer-e2e"))
 }
 
-fn alerts(agent: &Agent) -> Vec<Alert> {
-    let out = agent.cli(&["alerts", "--output", "json", "--limit", "1000"]);
-    assert!(
-        out.status.success(),
-        "enforcer alerts: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("alert JSON line"))
-        .collect()
-}
-
-fn baseline(agent: &Agent) -> BaselineStatus {
-    let out = agent.cli(&["baseline", "status", "--output", "json"]);
-    assert!(
-        out.status.success(),
-        "enforcer baseline status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("baseline status JSON")
-}
-
 /// Waits (up to `secs`) for an alert matching `f`; returns it and how long it took.
 fn wait_alert(agent: &Agent, what: &str, secs: u64, f: impl Fn(&Alert) -> bool) -> (Alert, f64) {
     let start = Instant::now();
     loop {
-        if let Some(a) = alerts(agent).into_iter().find(|a| f(a)) {
+        if let Some(a) = agent.alerts().into_iter().find(|a| f(a)) {
             return (a, start.elapsed().as_secs_f64());
         }
         assert!(
             start.elapsed() < Duration::from_secs(secs),
             "no {what} alert after {secs} s; alerts: {:#?}",
-            alerts(agent)
+            agent.alerts()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -155,22 +132,6 @@ fn edge_is(a: &Alert, src: &str, dst: &str, port: u16) -> bool {
         .is_some_and(|e| e.src == src && e.dst == dst && e.port == port)
 }
 
-fn wait_listening(lab: &Lab, ns: &str, port: u16) {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = lab
-            .cmd(ns, "ss")
-            .args(["-Hltn", &format!("sport = :{port}")])
-            .output()
-            .expect("ss");
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return;
-        }
-        assert!(Instant::now() < end, "nothing listens on {port} in {ns}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn iperf(lab: &Lab, web: &str, args: &[&str]) -> std::process::Output {
     lab.cmd("client", "iperf3")
         .args(["-c", web, "-p", "5201"])
@@ -211,7 +172,7 @@ fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
     let server = lab
         .spawn("web", &["iperf3", "-s", "-p", "5201"])
         .expect("iperf3 server");
-    wait_listening(&lab, "web", 5201);
+    lab.wait_listening("web", 5201);
 
     // Steady traffic through learning and beyond: 2 Mbit/s for 12 s.
     let steady = iperf(&lab, &web4, &["-b", "2M", "-t", "12"]);
@@ -220,10 +181,10 @@ fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
         "steady iperf3: {}",
         String::from_utf8_lossy(&steady.stderr)
     );
-    let st = baseline(&agent);
+    let st = agent.baseline_status();
     assert!(!st.learning, "still learning after 12 s: {st:?}");
     assert!(st.edges >= 1, "no edge learnt: {st:?}");
-    let quiet = alerts(&agent);
+    let quiet = agent.alerts();
     assert!(quiet.is_empty(), "steady traffic raised alerts: {quiet:#?}");
 
     // 1. A real spike on the learnt edge: iperf3 unlimited.
@@ -267,7 +228,8 @@ fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
     assert_eq!(pushed["alertname"], "EnforcerAnomaly");
     assert_eq!(pushed["port"], "80");
     assert_eq!(pushed["severity"], a.severity.as_str());
-    let am = baseline(&agent)
+    let am = agent
+        .baseline_status()
         .alertmanager
         .expect("alertmanager push status");
     assert!(am.sent >= 1 && am.failed == 0, "{am:?}");
@@ -289,7 +251,7 @@ fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
     println!("scan: {} (seen after {took:.1} s)", a.summary);
     assert!(a.observed >= 50.0, "{a:?}");
     // The scan's ports are in the fan-out alert, not one new-port alert each.
-    let all = alerts(&agent);
+    let all = agent.alerts();
     let new_ports = all.iter().filter(|a| a.kind == AlertKind::NewPort).count();
     assert!(new_ports <= 1, "new-port alerts for a scan: {all:#?}");
 
@@ -301,7 +263,8 @@ fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
             && l.contains("\"state\":\"firing\"")),
         "no fan_out alert in the log"
     );
-    let firing = alerts(&agent)
+    let firing = agent
+        .alerts()
         .iter()
         .filter(|a| a.state == AlertState::Firing)
         .count();
@@ -314,10 +277,10 @@ fn spike_new_edge_and_scan_raise_alerts_and_the_baseline_survives_a_restart() {
         "baseline save: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let learnt = baseline(&agent).edges;
+    let learnt = agent.baseline_status().edges;
     agent.kill9();
     agent.spawn();
-    let st = baseline(&agent);
+    let st = agent.baseline_status();
     assert!(
         matches!(st.loaded, Some(Loaded::Resumed { edges }) if edges == learnt),
         "{st:?}"

@@ -152,7 +152,7 @@ fn graph_counts_match_the_traffic_sent() {
     let server = lab
         .spawn("web", &["iperf3", "-s", "-p", "5201"])
         .expect("iperf3 server");
-    wait_listening(&lab, "web", 5201);
+    lab.wait_listening("web", 5201);
     const PAYLOAD: u64 = 20_000_000;
     let out = lab
         .cmd("client", "iperf3")
@@ -188,7 +188,7 @@ fn graph_counts_match_the_traffic_sent() {
             &["python3", "-m", "http.server", "80", "--bind", "0.0.0.0"],
         )
         .expect("http server");
-    wait_listening(&lab, "web", 80);
+    lab.wait_listening("web", 80);
     const K: u64 = 12;
     for _ in 0..K {
         let st = lab
@@ -415,24 +415,6 @@ fn flows_follow_streams_live_events() {
     assert_eq!(rec.dst_port, 81);
     assert_eq!(rec.verdict, "dropped");
     assert_eq!(rec.src_name, "client");
-}
-
-/// Waits for a listening TCP socket in `ns` without connecting to it (a probe
-/// connection would be taken for a client by iperf3).
-fn wait_listening(lab: &Lab, ns: &str, port: u16) {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = lab
-            .cmd(ns, "ss")
-            .args(["-Hltn", &format!("sport = :{port}")])
-            .output()
-            .expect("ss");
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return;
-        }
-        assert!(Instant::now() < end, "nothing listens on {port} in {ns}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A flow that keeps being denied is reported again, at most once a second: three

@@ -44,7 +44,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use enforcer::baseline::{Alert, AlertKind, monitor::BaselineStatus};
+use enforcer::baseline::{Alert, AlertKind};
 use enforcer_tests::{Lab, LabChild, agent::Agent};
 
 const SPEC: &str = r#"
@@ -100,29 +100,6 @@ fn now_ms() -> u64 {
 
 fn sleep(secs: f64) {
     std::thread::sleep(Duration::from_secs_f64(secs));
-}
-
-fn alerts(agent: &Agent) -> Vec<Alert> {
-    let out = agent.cli(&["alerts", "--output", "json", "--limit", "1000"]);
-    assert!(
-        out.status.success(),
-        "enforcer alerts: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("alert JSON line"))
-        .collect()
-}
-
-fn baseline(agent: &Agent) -> BaselineStatus {
-    let out = agent.cli(&["baseline", "status", "--output", "json"]);
-    assert!(
-        out.status.success(),
-        "enforcer baseline status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("baseline status JSON")
 }
 
 /// A shell loop in a lab namespace, in its own process group so that stopping it
@@ -183,22 +160,6 @@ fn tcp_req(addr: &str, port: u16) -> String {
 
 fn udp_req(addr: &str, port: u16) -> String {
     format!("echo get-$RANDOM | nc -u -W1 -w1 {addr} {port} >/dev/null")
-}
-
-fn wait_listening(lab: &Lab, ns: &str, port: u16) {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = lab
-            .cmd(ns, "ss")
-            .args(["-Hltn", &format!("sport = :{port}")])
-            .output()
-            .expect("ss");
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return;
-        }
-        assert!(Instant::now() < end, "nothing listens on {port} in {ns}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The nodes an alert is about (`world:…` nodes as `world`).
@@ -338,7 +299,7 @@ fn unseen_scenarios_are_caught_and_steady_bursty_traffic_raises_nothing() {
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     let _http = lab.spawn_command(http).expect("http server");
-    wait_listening(&lab, "web", 80);
+    lab.wait_listening("web", 80);
 
     // Background: bursty request/response loops, TCP and UDP, and a steady stream.
     let client_web = request_loop(&curl(&web), 1, 4, true);
@@ -384,16 +345,16 @@ fn unseen_scenarios_are_caught_and_steady_bursty_traffic_raises_nothing() {
     );
 
     let end = Instant::now() + Duration::from_secs(LEARNING_SECS + 20);
-    while baseline(&agent).learning {
+    while agent.baseline_status().learning {
         assert!(
             Instant::now() < end,
             "still learning: {:?}",
-            baseline(&agent)
+            agent.baseline_status()
         );
         sleep(0.5);
     }
     let detect_ms = now_ms();
-    let st = baseline(&agent);
+    let st = agent.baseline_status();
     println!(
         "learnt: {} edges, {} workloads, {} intervals",
         st.edges, st.workloads, st.intervals
@@ -645,7 +606,7 @@ fn unseen_scenarios_are_caught_and_steady_bursty_traffic_raises_nothing() {
         let next = starts.iter().filter(|t| **t > s.start_ms).min();
         s.until_ms = next.map_or(u64::MAX, |n| *n).min(s.end_ms + GRACE_MS);
     }
-    let all = alerts(&agent);
+    let all = agent.alerts();
     let after: Vec<&Alert> = all.iter().filter(|a| a.detected_ms >= detect_ms).collect();
     let learning_alerts = all.len() - after.len();
     let steady: Vec<&&Alert> = after
