@@ -212,15 +212,17 @@ impl Engine {
         for (e, a) in &iv.addrs {
             addrs.entry(e).or_default().push(*a);
         }
-        let contacts = samples
-            .iter()
-            .filter(|(_, s)| s.contacts())
-            .flat_map(|(e, _)| match addrs.get(*e) {
-                Some(list) => list.iter().map(|a| (*e, Some(*a))).collect::<Vec<_>>(),
-                None => vec![(*e, None)],
-            });
+        let mut contacts: Vec<(&EdgeRef, Option<std::net::IpAddr>)> = Vec::new();
+        for (e, _) in samples.iter().filter(|(_, s)| s.contacts()) {
+            match addrs.get(*e) {
+                Some(list) => contacts.extend(list.iter().map(|a| (*e, Some(*a)))),
+                None => contacts.push((*e, None)),
+            }
+        }
         let d = self.judging();
-        let fobs = self.fanout.observe(t1, secs, contacts, learning, &d);
+        let fobs = self
+            .fanout
+            .observe(t1, secs, contacts.into_iter(), learning, &d);
         let mut scanning: HashSet<String> = HashSet::new();
         let mut seen_fan = HashSet::new();
         for o in &fobs {

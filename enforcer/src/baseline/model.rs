@@ -348,6 +348,13 @@ impl Series {
         };
     }
 
+    /// Scale of a count series' own rate noise: what the learnt deviation has
+    /// beyond the learnt counting variance (in quadrature), at least `floor`.
+    pub fn rate_noise(&self, floor: f64) -> f64 {
+        let learnt = (1.2533 * f64::from(self.dev)).powi(2);
+        (learnt - f64::from(self.cvar)).max(0.0).sqrt().max(floor)
+    }
+
     /// Whether every value is finite and every profile has its size.
     pub fn is_valid(&self) -> bool {
         self.level.is_finite()
@@ -516,11 +523,7 @@ impl RateModel {
             let s = &self.series[m.index()];
             let ex = &mut expect[m.index()];
             ex.count_var = counting_var(ex.y, secs);
-            let learnt = (1.2533 * f64::from(s.dev)).powi(2);
-            ex.extra = (learnt - f64::from(s.cvar))
-                .max(0.0)
-                .sqrt()
-                .max(p.scale_floor);
+            ex.extra = s.rate_noise(p.scale_floor);
         }
         for m in Metric::ALL {
             self.series[m.index()].condition(&mut expect[m.index()], m, p.scale_floor);

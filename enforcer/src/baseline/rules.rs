@@ -291,11 +291,7 @@ pub fn judge_deny(
     let lambda = ex.y.exp() * secs - 1.0;
     ex.sigma = ex.sigma.max(1.0 / (lambda.max(0.0) + 1.0).sqrt());
     ex.count_var = counting_var(ex.y, secs);
-    let learnt = (1.2533 * f64::from(series.dev)).powi(2);
-    ex.extra = (learnt - f64::from(series.cvar))
-        .max(0.0)
-        .sqrt()
-        .max(p.scale_floor);
+    ex.extra = series.rate_noise(p.scale_floor);
     let observed = denied as f64 / secs;
     let expected = m.rate(ex.y, secs);
     // An unseen rate is not a zero rate: never expect fewer than a quarter of a

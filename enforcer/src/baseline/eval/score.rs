@@ -83,6 +83,16 @@ fn detects(inj: &Injected, f: &Fired) -> bool {
     }
 }
 
+/// Intervals from an injection's first to the first alert that detects it
+/// (counting that interval), if any.
+fn first_detection(i: &Injected, dirty: &[Fired]) -> Option<u64> {
+    dirty
+        .iter()
+        .filter(|f| detects(i, f))
+        .map(|f| f.idx - i.start + 1)
+        .min()
+}
+
 fn explained(f: &Fired, inject: &[Injected]) -> bool {
     let a = &f.alert;
     let mut nodes: Vec<&str> = a.workloads.iter().map(String::as_str).collect();
@@ -113,13 +123,7 @@ pub(super) fn score(
         let of: Vec<&Injected> = inject.iter().filter(|i| i.class == class).collect();
         let delays: Vec<u64> = of
             .iter()
-            .filter_map(|i| {
-                dirty
-                    .iter()
-                    .filter(|f| detects(i, f))
-                    .map(|f| f.idx - i.start + 1)
-                    .min()
-            })
+            .filter_map(|i| first_detection(i, dirty))
             .collect();
         classes.push(ClassRow {
             class: class.name(),
@@ -160,12 +164,7 @@ pub(super) fn score(
             continue;
         }
         full_spikes.0 += 1;
-        let delay = dirty
-            .iter()
-            .filter(|f| detects(i, f))
-            .map(|f| f.idx - i.start + 1)
-            .min();
-        if let Some(d) = delay {
+        if let Some(d) = first_detection(i, dirty) {
             full_spikes.1 += 1;
             full_spikes.2 += usize::from(d <= 3);
         }
